@@ -1,0 +1,162 @@
+//! Conversion throughput and peak memory of the `aqueduct` binary, at two input sizes.
+//!
+//! Run with `cargo bench --bench convert`. Generates flat orders (CSV and JSONL) and nested
+//! events (JSONL) of about 100 MB and 1 GB under `target/bench-data` (or
+//! `$AQUEDUCT_BENCH_DIR`), runs each job as a separate process under `/usr/bin/time` to read
+//! its peak RSS, and prints one table: MB/s of input, peak RSS, and the speed of
+//! `cat FILE > /dev/null` on the same page-cached file for scale. Sizes can be chosen with
+//! `AQUEDUCT_BENCH_SIZES=100MB,1GB`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Job {
+    name: &'static str,
+    input: &'static str,
+    output: &'static str,
+    extra: &'static [&'static str],
+}
+
+const JOBS: [Job; 4] = [
+    Job {
+        name: "CSV -> Parquet",
+        input: "orders.csv",
+        output: "out.parquet",
+        extra: &[],
+    },
+    Job {
+        name: "JSONL -> Parquet (flat)",
+        input: "orders.jsonl",
+        output: "out.parquet",
+        extra: &[],
+    },
+    Job {
+        name: "JSONL -> Parquet (nested)",
+        input: "events.jsonl",
+        output: "out.parquet",
+        extra: &[],
+    },
+    Job {
+        name: "CSV -> CSV, where + select",
+        input: "orders.csv",
+        output: "out.csv",
+        extra: &[
+            "--where",
+            "status = 'active' AND amount > 100",
+            "--select",
+            "id, lower(email) AS email, amount * 1.19 AS gross, created_at",
+        ],
+    },
+];
+
+/// Wall seconds and peak resident set in bytes of one command.
+struct Measured {
+    seconds: f64,
+    peak_rss: u64,
+}
+
+fn measure(program: &str, args: &[&str]) -> Measured {
+    let started = Instant::now();
+    let output = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .output()
+        .expect("/usr/bin/time runs (apt-get install time)");
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {stderr}"
+    );
+    let kilobytes: u64 = stderr
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("time prints the peak RSS in KiB");
+    Measured {
+        seconds,
+        peak_rss: kilobytes * 1024,
+    }
+}
+
+fn parse_size(text: &str) -> u64 {
+    let text = text.trim().to_ascii_uppercase();
+    let (number, scale) = if let Some(number) = text.strip_suffix("GB") {
+        (number, 1_000_000_000)
+    } else if let Some(number) = text.strip_suffix("MB") {
+        (number, 1_000_000)
+    } else {
+        (text.as_str(), 1)
+    };
+    number.parse::<u64>().expect("a size such as 100MB") * scale
+}
+
+fn generate(binary: &str, folder: &Path, size: u64) {
+    std::fs::create_dir_all(folder).unwrap();
+    for (dataset, file) in [
+        ("orders", "orders.csv"),
+        ("orders", "orders.jsonl"),
+        ("events", "events.jsonl"),
+    ] {
+        let path = folder.join(file);
+        if std::fs::metadata(&path).is_ok_and(|meta| meta.len() >= size) {
+            continue;
+        }
+        let status = Command::new(binary)
+            .args(["generate", dataset, path.to_str().unwrap(), "--size"])
+            .arg(size.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn main() {
+    let binary = env!("CARGO_BIN_EXE_aqueduct");
+    let root = std::env::var_os("AQUEDUCT_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
+    let sizes: Vec<u64> = std::env::var("AQUEDUCT_BENCH_SIZES")
+        .unwrap_or_else(|_| "100MB,1GB".to_owned())
+        .split(',')
+        .map(parse_size)
+        .collect();
+
+    println!(
+        "{:<28} {:>9} {:>10} {:>10} {:>12} {:>10}",
+        "job", "input", "seconds", "MB/s", "peak RSS", "cat MB/s"
+    );
+    for size in sizes {
+        let folder = root.join(format!("{}MB", size / 1_000_000));
+        generate(binary, &folder, size);
+        for job in &JOBS {
+            let input = folder.join(job.input);
+            let output = folder.join(job.output);
+            let input_bytes = std::fs::metadata(&input).unwrap().len();
+            // Warm the page cache so that both runs read from memory.
+            let cat = measure("cat", &[input.to_str().unwrap()]);
+            let mut args = vec![
+                "convert",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--quiet",
+            ];
+            args.extend_from_slice(job.extra);
+            let run = measure(binary, &args);
+            let megabytes = input_bytes as f64 / 1e6;
+            println!(
+                "{:<28} {:>7.0}MB {:>10.2} {:>10.1} {:>9.1} MB {:>10.0}",
+                job.name,
+                megabytes,
+                run.seconds,
+                megabytes / run.seconds,
+                run.peak_rss as f64 / 1e6,
+                megabytes / cat.seconds,
+            );
+            let _ = std::fs::remove_file(&output);
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The library's one error type.
+//!
+//! Every variant carries enough context for a user to find the problem: the file (or `<stdin>`)
+//! it came from, the SQL text that failed to plan, the option that was wrong. The binary maps
+//! the variants to exit codes with [`Error::exit_code`].
+
+use std::io;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while converting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An input or output could not be opened, read or written.
+    #[error("{location}: {source}")]
+    Io {
+        /// The file path, `<stdin>` or `<stdout>`.
+        location: String,
+        /// The underlying operating-system error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A record of the input could not be decoded into the schema.
+    #[error("{location}: {message}")]
+    Decode {
+        /// The file path or `<stdin>`.
+        location: String,
+        /// What the decoder reported, including the line and column where it knows them.
+        message: String,
+    },
+
+    /// A batch could not be encoded into the output format.
+    #[error("{location}: cannot write {format}: {message}")]
+    Encode {
+        /// The file path or `<stdout>`.
+        location: String,
+        /// The output format.
+        format: &'static str,
+        /// What the encoder reported.
+        message: String,
+    },
+
+    /// A `--where` or `--select` expression could not be parsed or planned.
+    #[error("in SQL `{sql}`: {message}")]
+    Sql {
+        /// The SQL text as the user gave it.
+        sql: String,
+        /// What the parser or planner reported.
+        message: String,
+    },
+
+    /// An expression failed while it was evaluated on a batch.
+    #[error("evaluating `{expr}`: {message}")]
+    Evaluate {
+        /// The expression, as planned.
+        expr: String,
+        /// What the kernel reported.
+        message: String,
+    },
+
+    /// A schema could not be parsed or inferred.
+    #[error("schema of {location}: {message}")]
+    Schema {
+        /// Where the schema came from: an input file, `--schema`, or a schema file.
+        location: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// An option or combination of options cannot work.
+    #[error("{message}")]
+    Usage {
+        /// What is wrong and, where possible, what to do instead.
+        message: String,
+    },
+
+    /// A user-supplied `map` function failed.
+    #[error("map stage: {message}")]
+    Map {
+        /// The function's own error text.
+        message: String,
+    },
+
+    /// The run was cancelled before it completed; no output was left behind.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `location`.
+    pub fn io(location: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            location: location.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Usage`].
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+        }
+    }
+
+    /// True when the error is a write to a pipe whose reader has gone away, such as
+    /// `aqueduct convert big.csv - | head`. The binary treats this as a normal end.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::BrokenPipe,
+            Error::Encode { message, .. } => message.contains("Broken pipe"),
+            _ => false,
+        }
+    }
+
+    /// The process exit code the binary uses for this error; the README lists them.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage { .. } | Error::Sql { .. } => 2,
+            Error::Decode { .. } | Error::Schema { .. } => 3,
+            Error::Cancelled => 130,
+            _ => 1,
+        }
+    }
+}

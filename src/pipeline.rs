@@ -1,0 +1,490 @@
+//! The conversion pipeline: a source, transforms and a sink on three threads joined by
+//! bounded queues.
+//!
+//! ```text
+//!   decode thread            transform thread             encode thread
+//!   source.next_batch() --[queue]--> filter/select/map --[queue]--> sink.write()
+//!                                                                   |
+//!                                              temp file --commit--> destination
+//! ```
+//!
+//! Each queue holds at most `queue_batches` batches, so a slow sink stalls the source
+//! instead of filling memory: at most `2 * queue_batches + 3` batches exist at once (one in
+//! each stage's hands), plus what the source and sink buffer themselves (see their module
+//! docs). Errors travel down the queues with the data, so the encode thread is the one place
+//! that decides whether the run succeeded; only then is the output renamed into place.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::format::{CsvOptions, Format, Location};
+use crate::sink::{BatchSink, ParquetCompression, SinkOptions, open_sink};
+use crate::source::{BatchSource, SourceOptions, open_source};
+use crate::transform::{PlannedTransform, Transform};
+
+/// Default number of batches each queue between stages holds.
+pub const DEFAULT_QUEUE_BATCHES: usize = 2;
+
+/// Counters of a running conversion, readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    input_bytes: AtomicU64,
+    bytes_read: Arc<AtomicU64>,
+    bytes_written: Arc<AtomicU64>,
+    rows_read: AtomicU64,
+    rows_written: AtomicU64,
+    batches_read: AtomicU64,
+}
+
+impl Progress {
+    /// Size of the input in bytes when it is a file (0 for stdin).
+    pub fn input_bytes(&self) -> u64 {
+        self.input_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Input bytes read so far, before decompression.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Output bytes written so far, after stream compression.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Rows decoded from the input so far.
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Rows handed to the sink so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written.load(Ordering::Relaxed)
+    }
+}
+
+/// What a finished conversion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Rows decoded from the input.
+    pub rows_read: u64,
+    /// Rows written to the output.
+    pub rows_written: u64,
+    /// Rows a `filter` left out: `rows_read - rows_written`.
+    pub rows_filtered: u64,
+    /// Batches decoded from the input.
+    pub batches: u64,
+    /// Input bytes read, before decompression.
+    pub bytes_read: u64,
+    /// Output bytes written, after compression.
+    pub bytes_written: u64,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+    /// The schema of the output.
+    pub output_schema: SchemaRef,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        let rate = self.bytes_read as f64 / seconds.max(1e-9) / 1e6;
+        write!(
+            f,
+            "{} rows read, {} written, {} filtered out; {} read, {} written in {:.2}s ({:.1} MB/s)",
+            self.rows_read,
+            self.rows_written,
+            self.rows_filtered,
+            human_bytes(self.bytes_read),
+            human_bytes(self.bytes_written),
+            seconds,
+            rate
+        )
+    }
+}
+
+/// Formats a byte count with a binary unit.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// A conversion from one input to one output, with optional transforms: the library form of
+/// `aqueduct convert`.
+///
+/// ```no_run
+/// # async fn example() -> aqueduct::Result<()> {
+/// let summary = aqueduct::Convert::new("orders.csv", "active.parquet")
+///     .filter("status = 'active' AND amount > 100")
+///     .select("id, lower(email) AS email, amount * 1.19 AS gross")
+///     .run()
+///     .await?;
+/// println!("{summary}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Convert {
+    input: Location,
+    output: Location,
+    source: SourceOptions,
+    sink: SinkOptions,
+    schema_sql: Option<String>,
+    transforms: Vec<Transform>,
+    queue_batches: usize,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+}
+
+impl Convert {
+    /// A conversion from `input` to `output`; `"-"` means stdin or stdout. Formats come from
+    /// the file extensions unless set with [`Convert::input_format`] and
+    /// [`Convert::output_format`].
+    pub fn new(input: impl Into<Location>, output: impl Into<Location>) -> Self {
+        Convert {
+            input: input.into(),
+            output: output.into(),
+            source: SourceOptions::default(),
+            sink: SinkOptions::default(),
+            schema_sql: None,
+            transforms: Vec::new(),
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            progress: Arc::new(Progress::default()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Reads the input as `format` whatever its name.
+    pub fn input_format(mut self, format: Format) -> Self {
+        self.source.format = Some(format);
+        self
+    }
+
+    /// Writes the output as `format` whatever its name.
+    pub fn output_format(mut self, format: Format) -> Self {
+        self.sink.format = Some(format);
+        self
+    }
+
+    /// The CSV dialect of the input.
+    pub fn input_csv(mut self, csv: CsvOptions) -> Self {
+        self.source.csv = csv;
+        self
+    }
+
+    /// The CSV dialect of the output.
+    pub fn output_csv(mut self, csv: CsvOptions) -> Self {
+        self.sink.csv = csv;
+        self
+    }
+
+    /// Uses `schema` for the input instead of inferring one.
+    pub fn schema(mut self, schema: SchemaRef) -> Self {
+        self.source.schema = Some(schema);
+        self.schema_sql = None;
+        self
+    }
+
+    /// Uses a SQL column list (`id BIGINT, email VARCHAR, created_at TIMESTAMP`) as the input
+    /// schema; it is parsed when the run starts.
+    pub fn schema_sql(mut self, column_list: impl Into<String>) -> Self {
+        self.schema_sql = Some(column_list.into());
+        self
+    }
+
+    /// How many records schema inference samples (default
+    /// [`DEFAULT_INFER_ROWS`](crate::source::DEFAULT_INFER_ROWS)).
+    pub fn infer_rows(mut self, rows: usize) -> Self {
+        self.source.infer_rows = rows.max(1);
+        self
+    }
+
+    /// Rows per batch (default [`DEFAULT_BATCH_SIZE`](crate::DEFAULT_BATCH_SIZE)).
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.source.batch_size = rows;
+        self
+    }
+
+    /// Batches each queue between stages may hold (default [`DEFAULT_QUEUE_BATCHES`]).
+    pub fn queue_batches(mut self, batches: usize) -> Self {
+        self.queue_batches = batches.max(1);
+        self
+    }
+
+    /// Keeps only the rows for which the SQL predicate is true.
+    pub fn filter(mut self, predicate: impl Into<String>) -> Self {
+        self.transforms.push(Transform::Filter(predicate.into()));
+        self
+    }
+
+    /// Replaces the columns with a SQL select list.
+    pub fn select(mut self, columns: impl Into<String>) -> Self {
+        self.transforms.push(Transform::Select(columns.into()));
+        self
+    }
+
+    /// Runs `function` on every batch; it returns batches of `output_schema`.
+    pub fn map<F>(mut self, output_schema: SchemaRef, function: F) -> Self
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    {
+        self.transforms.push(Transform::Map {
+            output_schema,
+            function: Arc::new(function),
+        });
+        self
+    }
+
+    /// Compression inside Parquet output (default snappy).
+    pub fn parquet_compression(mut self, compression: ParquetCompression) -> Self {
+        self.sink.parquet_compression = compression;
+        self
+    }
+
+    /// Row limit of a Parquet row group.
+    pub fn row_group_rows(mut self, rows: usize) -> Self {
+        self.sink.row_group_rows = rows;
+        self
+    }
+
+    /// Encoded-size budget of a Parquet row group, in bytes.
+    pub fn row_group_bytes(mut self, bytes: usize) -> Self {
+        self.sink.row_group_bytes = bytes;
+        self
+    }
+
+    /// Stops the run when `token` is cancelled.
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Live counters of this conversion, to watch it from another task.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Runs the conversion to the end.
+    ///
+    /// Decoding, transforms and encoding run on tokio's blocking threads; this future only
+    /// waits for them. The output appears at its path only when everything succeeded.
+    ///
+    /// Fails on the first input, SQL, encoding or I/O error, leaving nothing at the output
+    /// path (an existing file there is untouched). On cancellation, through the token or by
+    /// dropping this future, the stages stop at their next batch, the temporary output is
+    /// deleted, and the result is [`Error::Cancelled`]. A stage blocked on a read of stdin
+    /// ends when that read returns.
+    pub async fn run(self) -> Result<Summary> {
+        let started = Instant::now();
+        let cancel = self.cancel.child_token();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let progress = Arc::clone(&self.progress);
+
+        let source = until_cancelled(&cancel, self.open_source()).await?;
+        let (transforms, output_schema) = plan_transforms(&self.transforms, source.schema())?;
+        let (sink, destination) = open_sink(
+            &self.output,
+            &output_schema,
+            &self.sink,
+            Arc::clone(&progress.bytes_written),
+        )?;
+
+        let (decoded_tx, decoded_rx) = mpsc::channel(self.queue_batches);
+        let (transformed_tx, transformed_rx) = mpsc::channel(self.queue_batches);
+        let decode = {
+            let (progress, cancel) = (Arc::clone(&progress), cancel.clone());
+            tokio::task::spawn_blocking(move || {
+                decode_stage(source, decoded_tx, &progress, &cancel)
+            })
+        };
+        let transform = tokio::task::spawn_blocking(move || {
+            transform_stage(&transforms, decoded_rx, transformed_tx)
+        });
+        let encode = {
+            let (progress, cancel) = (Arc::clone(&progress), cancel.clone());
+            tokio::task::spawn_blocking(move || {
+                encode_stage(sink, transformed_rx, &progress, &cancel)
+            })
+        };
+
+        until_cancelled(&cancel, async { encode.await.map_err(stage_failed)? }).await?;
+        // The encode stage saw the end of its queue, so both upstream stages have returned;
+        // a stage that stopped early without sending an error would show up here.
+        let decoded_all = decode.await.map_err(stage_failed)?;
+        let transformed_all = transform.await.map_err(stage_failed)?;
+        if !(decoded_all && transformed_all) || cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        destination.commit()?;
+
+        let summary = Summary {
+            rows_read: progress.rows_read(),
+            rows_written: progress.rows_written(),
+            rows_filtered: progress.rows_read() - progress.rows_written(),
+            batches: progress.batches_read.load(Ordering::Relaxed),
+            bytes_read: progress.bytes_read(),
+            bytes_written: progress.bytes_written(),
+            elapsed: started.elapsed(),
+            output_schema,
+        };
+        tracing::debug!(%summary, "conversion finished");
+        Ok(summary)
+    }
+
+    /// Opens the source on a blocking thread: inference reads the start of the input.
+    async fn open_source(&self) -> Result<Box<dyn BatchSource>> {
+        let mut options = self.source.clone();
+        if let Some(column_list) = &self.schema_sql {
+            options.schema = Some(crate::sql::parse_schema("--schema", column_list)?);
+        }
+        if let Some(path) = self.input.path()
+            && let Ok(meta) = std::fs::metadata(path)
+        {
+            self.progress
+                .input_bytes
+                .store(meta.len(), Ordering::Relaxed);
+        }
+        let input = self.input.clone();
+        let bytes_read = Arc::clone(&self.progress.bytes_read);
+        tokio::task::spawn_blocking(move || open_source(&input, &options, bytes_read))
+            .await
+            .map_err(stage_failed)?
+    }
+}
+
+async fn until_cancelled<T>(
+    cancel: &CancellationToken,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        result = work => result,
+        () = cancel.cancelled() => Err(Error::Cancelled),
+    }
+}
+
+fn stage_failed(err: tokio::task::JoinError) -> Error {
+    let message = if err.is_panic() {
+        "a pipeline stage panicked".to_owned()
+    } else {
+        format!("a pipeline stage stopped: {err}")
+    };
+    Error::Map { message }
+}
+
+fn plan_transforms(
+    transforms: &[Transform],
+    input: SchemaRef,
+) -> Result<(Vec<PlannedTransform>, SchemaRef)> {
+    let mut schema = input;
+    let mut planned = Vec::with_capacity(transforms.len());
+    for transform in transforms {
+        let step = transform.plan(&schema)?;
+        schema = step.output_schema(&schema);
+        planned.push(step);
+    }
+    Ok((planned, schema))
+}
+
+type BatchSender = mpsc::Sender<Result<RecordBatch>>;
+type BatchReceiver = mpsc::Receiver<Result<RecordBatch>>;
+
+/// Reads batches until the end of the input. Returns true when it reached the end; false
+/// when it stopped because the run is over (an error was sent, or downstream has gone).
+fn decode_stage(
+    mut source: Box<dyn BatchSource>,
+    output: BatchSender,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> bool {
+    tracing::debug!("decode stage started");
+    loop {
+        if cancel.is_cancelled() {
+            let _ = output.blocking_send(Err(Error::Cancelled));
+            return false;
+        }
+        match source.next_batch() {
+            Ok(Some(batch)) => {
+                progress
+                    .rows_read
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                progress.batches_read.fetch_add(1, Ordering::Relaxed);
+                if output.blocking_send(Ok(batch)).is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(rows = progress.rows_read(), "decode stage reached the end");
+                return true;
+            }
+            Err(err) => {
+                let _ = output.blocking_send(Err(err));
+                return false;
+            }
+        }
+    }
+}
+
+/// Applies the transforms to each batch, in order. Returns true when its input ended.
+fn transform_stage(
+    transforms: &[PlannedTransform],
+    mut input: BatchReceiver,
+    output: BatchSender,
+) -> bool {
+    while let Some(received) = input.blocking_recv() {
+        let transformed = received.and_then(|batch| {
+            transforms
+                .iter()
+                .try_fold(batch, |batch, transform| transform.apply(batch))
+        });
+        let failed = transformed.is_err();
+        if matches!(&transformed, Ok(batch) if batch.num_rows() == 0) {
+            continue;
+        }
+        if output.blocking_send(transformed).is_err() || failed {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes each batch; finishes the sink at the end of the queue. The first error ends it.
+fn encode_stage(
+    mut sink: Box<dyn BatchSink>,
+    mut input: BatchReceiver,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    tracing::debug!("encode stage started");
+    while let Some(received) = input.blocking_recv() {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let batch = received?;
+        sink.write(&batch)?;
+        progress
+            .rows_written
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    }
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    sink.finish()?;
+    tracing::debug!(rows = progress.rows_written(), "encode stage finished");
+    Ok(())
+}

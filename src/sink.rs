@@ -1,0 +1,465 @@
+//! Sinks: each batch is encoded and written as it arrives.
+//!
+//! ```text
+//!   batch --> encoder (CSV | JSONL | Parquet | Arrow IPC) --> gzip | zstd --> buffer
+//!         --> count bytes --> temporary file beside the destination | stdout | any Write
+//! ```
+//!
+//! Memory held by a sink: the write buffer ([`WRITE_BUFFER_BYTES`]), the compressor's window,
+//! and for Parquet the row group being built, which is flushed once its encoded size passes
+//! `row_group_bytes` (or it reaches `row_group_rows`), so it never holds more than about one
+//! budget plus one batch.
+//!
+//! Output to a path is atomic: bytes go to a hidden temporary file in the destination's
+//! folder, which [`Destination`] renames over the destination only after the whole run
+//! succeeded. Dropping it unfinished deletes the temporary file.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{GzipLevel, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+use crate::format::{CsvOptions, Format, Location, StreamCompression};
+
+/// Size of the buffer between the encoder and the file.
+pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
+
+/// Default encoded-size budget of a Parquet row group.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 << 20;
+
+/// Default row limit of a Parquet row group.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
+
+/// Something that takes record batches, one at a time.
+///
+/// Sinks are blocking: the pipeline runs them on a blocking thread.
+pub trait BatchSink: Send {
+    /// Encodes and writes one batch.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Writes what is still buffered (footers, compressor trailers) and flushes.
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// Compression inside a Parquet file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    /// Zstandard (level 1): small files at a speed close to snappy's.
+    Zstd,
+    /// Snappy, the most widely supported.
+    #[default]
+    Snappy,
+    /// gzip (level 6).
+    Gzip,
+    /// Uncompressed pages.
+    None,
+}
+
+impl std::str::FromStr for ParquetCompression {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "zstd" => Ok(ParquetCompression::Zstd),
+            "snappy" => Ok(ParquetCompression::Snappy),
+            "gzip" => Ok(ParquetCompression::Gzip),
+            "none" | "uncompressed" => Ok(ParquetCompression::None),
+            _ => Err(Error::usage(format!(
+                "unknown compression `{name}`: expected zstd, snappy, gzip or none"
+            ))),
+        }
+    }
+}
+
+/// How a sink writes its output.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    /// Output format; `None` takes it from the file extension.
+    pub format: Option<Format>,
+    /// CSV dialect.
+    pub csv: CsvOptions,
+    /// Compression inside Parquet files.
+    pub parquet_compression: ParquetCompression,
+    /// A Parquet row group is closed when it reaches this many rows...
+    pub row_group_rows: usize,
+    /// ...or when its encoded, buffered size passes this many bytes.
+    pub row_group_bytes: usize,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            format: None,
+            csv: CsvOptions::default(),
+            parquet_compression: ParquetCompression::default(),
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+        }
+    }
+}
+
+/// Where the bytes of a sink end up, and how they get there atomically.
+///
+/// For a path, holds the temporary file until [`Destination::commit`] renames it over the
+/// destination; dropped without a commit, the temporary file is deleted.
+#[derive(Debug)]
+pub struct Destination {
+    name: String,
+    pending: Option<(tempfile::TempPath, PathBuf)>,
+}
+
+impl Destination {
+    /// Moves the finished output into place. Does nothing for stdout.
+    pub fn commit(mut self) -> Result<()> {
+        if let Some((temp, target)) = self.pending.take() {
+            temp.persist(&target)
+                .map_err(|err| Error::io(&self.name, err.error))?;
+            tracing::debug!(output = %self.name, "output committed");
+        }
+        Ok(())
+    }
+}
+
+/// Opens a sink that writes batches of `schema` to `location`.
+///
+/// Returns the sink and the [`Destination`] that must be committed once the run has
+/// succeeded. `bytes_written` counts output bytes as they leave the encoder (after stream
+/// compression). Fails when the format cannot be determined or the output cannot be created.
+pub fn open_sink(
+    location: &Location,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    bytes_written: Arc<AtomicU64>,
+) -> Result<(Box<dyn BatchSink>, Destination)> {
+    let format = options
+        .format
+        .or_else(|| location.format())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "cannot tell the format of {}: use --to csv|jsonl|parquet|arrow",
+                location.output_name()
+            ))
+        })?;
+    let name = location.output_name();
+    let compression = location.compression();
+    if compression != StreamCompression::None && matches!(format, Format::Parquet) {
+        return Err(Error::usage(
+            "Parquet compresses inside the file: use --compression instead of .gz or .zst",
+        ));
+    }
+
+    let (file, destination): (Box<dyn Write + Send>, Destination) = match location {
+        Location::Path(path) => {
+            let temp = temp_file_beside(path).map_err(|err| Error::io(&name, err))?;
+            let (file, temp_path) = temp.into_parts();
+            let destination = Destination {
+                name: name.clone(),
+                pending: Some((temp_path, path.clone())),
+            };
+            (Box::new(file) as Box<dyn Write + Send>, destination)
+        }
+        Location::Std => (
+            Box::new(io::stdout()) as Box<dyn Write + Send>,
+            Destination {
+                name: name.clone(),
+                pending: None,
+            },
+        ),
+    };
+    let counted = CountingWriter {
+        inner: file,
+        bytes_written,
+    };
+    let buffered = BufWriter::with_capacity(WRITE_BUFFER_BYTES, counted);
+    let stream =
+        CompressedWriter::new(buffered, compression).map_err(|err| Error::io(&name, err))?;
+
+    tracing::debug!(output = %name, %format, "opening sink");
+    let sink: Box<dyn BatchSink> = match format {
+        Format::Csv => {
+            let mut csv = options.csv.clone();
+            if location.is_tsv() && options.format.is_none() && csv.delimiter == b',' {
+                csv.delimiter = b'\t';
+            }
+            Box::new(CsvSink::new(name, stream, &csv))
+        }
+        Format::Jsonl => Box::new(JsonSink {
+            name,
+            writer: arrow::json::LineDelimitedWriter::new(stream),
+        }),
+        Format::Parquet => Box::new(ParquetSink::new(name, stream, schema, options)?),
+        Format::Ipc => {
+            let stream_format = location.is_ipc_stream() || location.path().is_none();
+            Box::new(IpcSink::new(name, stream, schema, stream_format)?)
+        }
+    };
+    Ok((sink, destination))
+}
+
+fn temp_file_beside(path: &std::path::Path) -> io::Result<tempfile::NamedTempFile> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(folder)
+}
+
+/// Adds every byte written to a shared counter.
+struct CountingWriter<W> {
+    inner: W,
+    bytes_written: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes_written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Buffered = BufWriter<CountingWriter<Box<dyn Write + Send>>>;
+
+/// The byte stream under an encoder, optionally compressed.
+enum CompressedWriter {
+    Plain(Buffered),
+    Gzip(flate2::write::GzEncoder<Buffered>),
+    Zstd(zstd::stream::write::Encoder<'static, Buffered>),
+}
+
+impl CompressedWriter {
+    fn new(inner: Buffered, compression: StreamCompression) -> io::Result<Self> {
+        Ok(match compression {
+            StreamCompression::None => CompressedWriter::Plain(inner),
+            StreamCompression::Gzip => CompressedWriter::Gzip(flate2::write::GzEncoder::new(
+                inner,
+                flate2::Compression::default(),
+            )),
+            StreamCompression::Zstd => {
+                CompressedWriter::Zstd(zstd::stream::write::Encoder::new(inner, 3)?)
+            }
+        })
+    }
+
+    /// Writes the compressor's trailer and flushes everything to the file.
+    fn finish(self) -> io::Result<()> {
+        let mut inner = match self {
+            CompressedWriter::Plain(inner) => inner,
+            CompressedWriter::Gzip(encoder) => encoder.finish()?,
+            CompressedWriter::Zstd(encoder) => encoder.finish()?,
+        };
+        inner.flush()
+    }
+}
+
+impl Write for CompressedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            CompressedWriter::Plain(inner) => inner.write(buf),
+            CompressedWriter::Gzip(inner) => inner.write(buf),
+            CompressedWriter::Zstd(inner) => inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            CompressedWriter::Plain(inner) => inner.flush(),
+            CompressedWriter::Gzip(inner) => inner.flush(),
+            CompressedWriter::Zstd(inner) => inner.flush(),
+        }
+    }
+}
+
+fn encode_error(name: &str, format: &'static str, err: impl std::fmt::Display) -> Error {
+    Error::Encode {
+        location: name.to_owned(),
+        format,
+        message: err.to_string(),
+    }
+}
+
+struct CsvSink {
+    name: String,
+    writer: arrow::csv::Writer<CompressedWriter>,
+}
+
+impl CsvSink {
+    fn new(name: String, stream: CompressedWriter, csv: &CsvOptions) -> Self {
+        let mut builder = arrow::csv::WriterBuilder::new()
+            .with_header(csv.header)
+            .with_delimiter(csv.delimiter)
+            .with_quote(csv.quote);
+        if let Some(escape) = csv.escape {
+            builder = builder.with_escape(escape).with_double_quote(false);
+        }
+        if let Some(null) = csv.null_values.first() {
+            builder = builder.with_null(null.clone());
+        }
+        CsvSink {
+            name,
+            writer: builder.build(stream),
+        }
+    }
+}
+
+impl BatchSink for CsvSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|err| encode_error(&self.name, "csv", err))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let name = self.name;
+        self.writer
+            .into_inner()
+            .finish()
+            .map_err(|err| Error::io(name, err))
+    }
+}
+
+struct JsonSink {
+    name: String,
+    writer: arrow::json::LineDelimitedWriter<CompressedWriter>,
+}
+
+impl BatchSink for JsonSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|err| encode_error(&self.name, "jsonl", err))
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<()> {
+        self.writer
+            .finish()
+            .map_err(|err| encode_error(&self.name, "jsonl", err))?;
+        let name = self.name;
+        self.writer
+            .into_inner()
+            .finish()
+            .map_err(|err| Error::io(name, err))
+    }
+}
+
+/// Parquet, with row groups closed by size as well as by row count.
+struct ParquetSink {
+    name: String,
+    writer: ArrowWriter<CompressedWriter>,
+}
+
+impl ParquetSink {
+    fn new(
+        name: String,
+        stream: CompressedWriter,
+        schema: &SchemaRef,
+        options: &SinkOptions,
+    ) -> Result<Self> {
+        let compression = match options.parquet_compression {
+            ParquetCompression::Zstd => {
+                parquet::basic::Compression::ZSTD(ZstdLevel::try_new(1).expect("1 is a zstd level"))
+            }
+            ParquetCompression::Snappy => parquet::basic::Compression::SNAPPY,
+            ParquetCompression::Gzip => parquet::basic::Compression::GZIP(GzipLevel::default()),
+            ParquetCompression::None => parquet::basic::Compression::UNCOMPRESSED,
+        };
+        if options.row_group_rows == 0 || options.row_group_bytes == 0 {
+            return Err(Error::usage(
+                "row groups need at least one row and one byte (--row-group-rows, --row-group-bytes)",
+            ));
+        }
+        // The writer keeps the whole encoded row group in memory until it closes it; the byte
+        // limit closes it by its estimated encoded size, not only at the row limit.
+        let properties = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(options.row_group_rows))
+            .set_max_row_group_bytes(Some(options.row_group_bytes))
+            .build();
+        let writer = ArrowWriter::try_new(stream, Arc::clone(schema), Some(properties))
+            .map_err(|err| encode_error(&name, "parquet", err))?;
+        Ok(ParquetSink { name, writer })
+    }
+}
+
+impl BatchSink for ParquetSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|err| encode_error(&self.name, "parquet", err))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let name = self.name;
+        let stream = self
+            .writer
+            .into_inner()
+            .map_err(|err| encode_error(&name, "parquet", err))?;
+        stream.finish().map_err(|err| Error::io(name, err))
+    }
+}
+
+enum IpcWriter {
+    File(arrow::ipc::writer::FileWriter<CompressedWriter>),
+    Stream(arrow::ipc::writer::StreamWriter<CompressedWriter>),
+}
+
+struct IpcSink {
+    name: String,
+    writer: IpcWriter,
+}
+
+impl IpcSink {
+    fn new(
+        name: String,
+        stream: CompressedWriter,
+        schema: &SchemaRef,
+        stream_format: bool,
+    ) -> Result<Self> {
+        let writer = if stream_format {
+            arrow::ipc::writer::StreamWriter::try_new(stream, schema).map(IpcWriter::Stream)
+        } else {
+            arrow::ipc::writer::FileWriter::try_new(stream, schema).map(IpcWriter::File)
+        }
+        .map_err(|err| encode_error(&name, "arrow", err))?;
+        Ok(IpcSink { name, writer })
+    }
+}
+
+impl BatchSink for IpcSink {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.writer {
+            IpcWriter::File(writer) => writer.write(batch),
+            IpcWriter::Stream(writer) => writer.write(batch),
+        }
+        .map_err(|err| encode_error(&self.name, "arrow", err))
+    }
+
+    fn finish(self: Box<Self>) -> Result<()> {
+        let name = self.name;
+        let stream = match self.writer {
+            IpcWriter::File(mut writer) => writer.finish().and_then(|()| writer.into_inner()),
+            IpcWriter::Stream(mut writer) => writer.finish().and_then(|()| writer.into_inner()),
+        }
+        .map_err(|err| encode_error(&name, "arrow", err))?;
+        stream.finish().map_err(|err| Error::io(name, err))
+    }
+}

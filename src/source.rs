@@ -1,0 +1,818 @@
+//! Sources: bytes in, Arrow `RecordBatch`es of `batch_size` rows out.
+//!
+//! ```text
+//!   file | stdin --> count bytes --> gunzip | unzstd --> sample prefix --> decoder --> batch
+//!                                                       (schema inference)
+//! ```
+//!
+//! Every source yields batches of exactly `batch_size` rows except the last, which may be
+//! shorter. Memory held by a source: the read buffer ([`READ_BUFFER_BYTES`]), the inference
+//! sample (the first `infer_rows` lines, kept until the decoder has consumed them) and one
+//! batch under construction in the decoder.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+
+use crate::error::{Error, Result};
+use crate::format::{CsvOptions, Format, Location, StreamCompression};
+
+/// Size of the buffer between the file (or decompressor) and the decoder.
+pub const READ_BUFFER_BYTES: usize = 1 << 20;
+
+/// How many records schema inference reads by default.
+pub const DEFAULT_INFER_ROWS: usize = 10_000;
+
+/// Something that yields record batches, one at a time.
+///
+/// Sources are blocking: the pipeline runs them on a blocking thread.
+pub trait BatchSource: Send {
+    /// The schema of every batch this source yields.
+    fn schema(&self) -> SchemaRef;
+
+    /// The next batch, or `None` at the end of the input.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+}
+
+/// How a source reads its input.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Input format; `None` takes it from the file extension.
+    pub format: Option<Format>,
+    /// CSV dialect.
+    pub csv: CsvOptions,
+    /// A schema to use instead of inferring one.
+    pub schema: Option<SchemaRef>,
+    /// How many records schema inference samples.
+    pub infer_rows: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            format: None,
+            csv: CsvOptions::default(),
+            schema: None,
+            infer_rows: DEFAULT_INFER_ROWS,
+            batch_size: crate::DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// Opens `location` as a source of batches.
+///
+/// `bytes_read` counts the input's bytes as they are read, before decompression; progress
+/// reporting divides it by the file size. Fails when the file cannot be opened, the format
+/// cannot be determined, or the schema cannot be inferred.
+pub fn open_source(
+    location: &Location,
+    options: &SourceOptions,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Box<dyn BatchSource>> {
+    if options.batch_size == 0 {
+        return Err(Error::usage("batch size must be at least 1"));
+    }
+    let format = options
+        .format
+        .or_else(|| location.format())
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "cannot tell the format of {}: use --from csv|jsonl|parquet|arrow",
+                location.input_name()
+            ))
+        })?;
+    tracing::debug!(input = %location.input_name(), %format, "opening source");
+
+    match format {
+        Format::Csv => {
+            let reader = open_bytes(location, bytes_read)?;
+            let mut csv = options.csv.clone();
+            if location.is_tsv() && options.format.is_none() && csv.delimiter == b',' {
+                csv.delimiter = b'\t';
+            }
+            CsvSource::open(location.input_name(), reader, &csv, options)
+                .map(|source| Box::new(source) as _)
+        }
+        Format::Jsonl => {
+            let reader = open_bytes(location, bytes_read)?;
+            JsonSource::open(location.input_name(), reader, options)
+                .map(|source| Box::new(source) as _)
+        }
+        Format::Parquet => ParquetSource::open(location, options, bytes_read),
+        Format::Ipc => open_ipc(location, options, bytes_read),
+    }
+}
+
+/// Opens the raw bytes of `location`, counted and decompressed, behind a large buffer.
+fn open_bytes(location: &Location, bytes_read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>> {
+    let raw: Box<dyn Read + Send> = match location {
+        Location::Path(path) => {
+            Box::new(File::open(path).map_err(|err| Error::io(location.input_name(), err))?)
+        }
+        Location::Std => Box::new(io::stdin()),
+    };
+    let counted = CountingReader {
+        inner: raw,
+        bytes_read,
+    };
+    let decompressed: Box<dyn Read + Send> = match location.compression() {
+        StreamCompression::None => Box::new(counted),
+        StreamCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
+            BufReader::with_capacity(READ_BUFFER_BYTES, counted),
+        )),
+        StreamCompression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(counted)
+                .map_err(|err| Error::io(location.input_name(), err))?,
+        ),
+    };
+    Ok(Box::new(BufReader::with_capacity(
+        READ_BUFFER_BYTES,
+        decompressed,
+    )))
+}
+
+/// Adds every byte read to a shared counter, for progress and the summary.
+struct CountingReader<R> {
+    inner: R,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+/// Reads up to `lines` lines from the front of `reader`, for schema inference.
+///
+/// The caller puts the sample back in front of the rest of the stream, so that inference on
+/// stdin or a compressed stream loses nothing.
+fn read_sample(reader: &mut dyn BufRead, lines: usize, location: &str) -> Result<Vec<u8>> {
+    let mut sample = Vec::new();
+    for _ in 0..lines {
+        let read = reader
+            .read_until(b'\n', &mut sample)
+            .map_err(|err| Error::io(location, err))?;
+        if read == 0 {
+            break;
+        }
+    }
+    Ok(sample)
+}
+
+/// A text decoder fed with byte slices: arrow-csv's and arrow-json's both have this shape.
+trait TextDecoder: Send {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError>;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+    fn batch_full(&self) -> bool;
+}
+
+impl TextDecoder for arrow::csv::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        arrow::csv::reader::Decoder::decode(self, buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        arrow::csv::reader::Decoder::flush(self)
+    }
+    fn batch_full(&self) -> bool {
+        self.capacity() == 0
+    }
+}
+
+/// arrow-json's decoder reports how many rows it holds, not how many it still takes.
+struct JsonDecoder {
+    decoder: arrow::json::reader::Decoder,
+    batch_size: usize,
+}
+
+impl TextDecoder for JsonDecoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
+        self.decoder.decode(buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.decoder.flush()
+    }
+    fn batch_full(&self) -> bool {
+        self.decoder.len() >= self.batch_size
+    }
+}
+
+/// Drives a [`TextDecoder`] over a buffered reader.
+struct TextSource<D> {
+    location: String,
+    reader: Box<dyn BufRead + Send>,
+    decoder: D,
+    schema: SchemaRef,
+}
+
+impl<D: TextDecoder> TextSource<D> {
+    fn decode_error(&self, err: ArrowError) -> Error {
+        Error::Decode {
+            location: self.location.clone(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl<D: TextDecoder> BatchSource for TextSource<D> {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let buf = self
+                .reader
+                .fill_buf()
+                .map_err(|err| Error::io(&self.location, err))?;
+            if buf.is_empty() {
+                break;
+            }
+            let consumed = self
+                .decoder
+                .decode(buf)
+                .map_err(|err| self.decode_error(err))?;
+            self.reader.consume(consumed);
+            if self.decoder.batch_full() {
+                break;
+            }
+        }
+        self.decoder.flush().map_err(|err| self.decode_error(err))
+    }
+}
+
+/// CSV through arrow-csv's push decoder.
+struct CsvSource;
+
+impl CsvSource {
+    fn open(
+        location: String,
+        mut reader: Box<dyn BufRead + Send>,
+        csv: &CsvOptions,
+        options: &SourceOptions,
+    ) -> Result<TextSource<arrow::csv::reader::Decoder>> {
+        let null_regex = csv.null_regex()?;
+        let schema = match &options.schema {
+            Some(schema) => Arc::clone(schema),
+            None => {
+                let sample = read_sample(
+                    reader.as_mut(),
+                    options.infer_rows + usize::from(csv.header),
+                    &location,
+                )?;
+                let schema =
+                    infer_csv_schema(&location, &sample, csv, null_regex.clone(), options)?;
+                reader = Box::new(Cursor::new(sample).chain(reader));
+                schema
+            }
+        };
+
+        let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
+            .with_header(csv.header)
+            .with_delimiter(csv.delimiter)
+            .with_quote(csv.quote)
+            .with_batch_size(options.batch_size);
+        if let Some(escape) = csv.escape {
+            builder = builder.with_escape(escape);
+        }
+        if let Some(regex) = null_regex {
+            builder = builder.with_null_regex(regex);
+        }
+        Ok(TextSource {
+            location,
+            reader,
+            decoder: builder.build_decoder(),
+            schema,
+        })
+    }
+}
+
+fn csv_format(csv: &CsvOptions, null_regex: Option<regex::Regex>) -> arrow::csv::reader::Format {
+    let mut format = arrow::csv::reader::Format::default()
+        .with_header(csv.header)
+        .with_delimiter(csv.delimiter)
+        .with_quote(csv.quote);
+    if let Some(escape) = csv.escape {
+        format = format.with_escape(escape);
+    }
+    if let Some(regex) = null_regex {
+        format = format.with_null_regex(regex);
+    }
+    format
+}
+
+fn infer_csv_schema(
+    location: &str,
+    sample: &[u8],
+    csv: &CsvOptions,
+    null_regex: Option<regex::Regex>,
+    options: &SourceOptions,
+) -> Result<SchemaRef> {
+    let schema_error = |err: ArrowError| Error::Schema {
+        location: location.to_owned(),
+        message: err.to_string(),
+    };
+    let format = csv_format(csv, null_regex.clone());
+    let (schema, _) = format
+        .infer_schema(Cursor::new(sample), Some(options.infer_rows))
+        .map_err(schema_error)?;
+    reject_duplicate_columns(location, &schema)?;
+
+    // arrow-csv leaves ISO timestamps with a zone suffix (`...Z`, `+02:00`) as text; read the
+    // sample again as text and promote the columns whose every value is a timestamp.
+    let text_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|field| Field::new(field.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let mut builder = arrow::csv::ReaderBuilder::new(text_schema)
+        .with_format(format)
+        .with_batch_size(options.infer_rows.max(1));
+    if let Some(regex) = null_regex {
+        builder = builder.with_null_regex(regex);
+    }
+    let mut reader = builder.build(Cursor::new(sample)).map_err(schema_error)?;
+    let text = match reader.next() {
+        Some(Ok(batch)) => Some(batch),
+        // A sample cut inside a quoted field can end in a broken record; inference above has
+        // already judged the rest, so keep its types.
+        Some(Err(_)) | None => None,
+    };
+    Ok(Arc::new(normalize_schema(&schema, text.as_ref())))
+}
+
+fn reject_duplicate_columns(location: &str, schema: &Schema) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for field in schema.fields() {
+        if !seen.insert(field.name()) {
+            return Err(Error::Schema {
+                location: location.to_owned(),
+                message: format!(
+                    "the header names column `{}` twice; rename one or give --schema",
+                    field.name()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Timestamps become microseconds in UTC, and text columns whose sampled values are all
+/// timestamps become timestamps.
+fn normalize_schema(schema: &Schema, sample: Option<&RecordBatch>) -> Schema {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            let field = field.as_ref().clone();
+            match field.data_type() {
+                DataType::Timestamp(_, _) => field.with_data_type(utc_micros()),
+                DataType::Utf8 => {
+                    let column = sample.and_then(|batch| batch.columns().get(index));
+                    match column {
+                        Some(column) if all_timestamps(column.as_ref()) => {
+                            field.with_data_type(utc_micros())
+                        }
+                        _ => field,
+                    }
+                }
+                _ => field,
+            }
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// True when the column has at least one value and every non-null value is a date with a
+/// time of day (`2024-03-01T12:00:00Z`, `2024-03-01 12:00:00.123+01:00`, ...).
+fn all_timestamps(column: &dyn Array) -> bool {
+    let Some(strings) = column.as_any().downcast_ref::<StringArray>() else {
+        return false;
+    };
+    let mut seen = false;
+    for value in strings.iter().flatten() {
+        let looks_like = value.len() >= 16
+            && value.as_bytes()[4] == b'-'
+            && matches!(value.as_bytes()[10], b'T' | b' ')
+            && value.contains(':');
+        if !looks_like
+            || arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(value).is_err()
+        {
+            return false;
+        }
+        seen = true;
+    }
+    seen
+}
+
+/// JSON Lines through arrow-json's push decoder.
+struct JsonSource;
+
+impl JsonSource {
+    fn open(
+        location: String,
+        mut reader: Box<dyn BufRead + Send>,
+        options: &SourceOptions,
+    ) -> Result<TextSource<JsonDecoder>> {
+        let schema_error = |err: ArrowError| Error::Schema {
+            location: location.clone(),
+            message: err.to_string(),
+        };
+        let schema = match &options.schema {
+            Some(schema) => Arc::clone(schema),
+            None => {
+                let sample = read_sample(reader.as_mut(), options.infer_rows, &location)?;
+                let (inferred, _) = arrow::json::reader::infer_json_schema(
+                    Cursor::new(&sample),
+                    Some(options.infer_rows),
+                )
+                .map_err(schema_error)?;
+                let inferred = order_as_in_sample(&inferred, &sample);
+                let text = decode_json_sample(&sample, &inferred, options.infer_rows);
+                let schema = Arc::new(normalize_schema(&inferred, text.as_ref()));
+                reader = Box::new(Cursor::new(sample).chain(reader));
+                schema
+            }
+        };
+        let decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+            .with_batch_size(options.batch_size)
+            .with_strict_mode(true)
+            .build_decoder()
+            .map_err(schema_error)?;
+        Ok(TextSource {
+            location,
+            reader,
+            decoder: JsonDecoder {
+                decoder,
+                batch_size: options.batch_size,
+            },
+            schema,
+        })
+    }
+}
+
+/// Puts the fields of an inferred JSON schema, at every level of nesting, in the order in
+/// which their keys first appear in the sample; arrow-json's inference sorts them by name.
+fn order_as_in_sample(schema: &Schema, sample: &[u8]) -> Schema {
+    let values: Vec<serde_json::Value> = sample
+        .split(|&byte| byte == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect();
+    let values: Vec<&serde_json::Value> = values.iter().collect();
+    let fields = order_fields(schema.fields(), &values);
+    Schema::new_with_metadata(fields, schema.metadata().clone())
+}
+
+fn order_fields(fields: &arrow::datatypes::Fields, values: &[&serde_json::Value]) -> Vec<Field> {
+    let mut order: Vec<&str> = Vec::new();
+    for value in values {
+        if let serde_json::Value::Object(object) = value {
+            for key in object.keys() {
+                if !order.contains(&key.as_str()) {
+                    order.push(key);
+                }
+            }
+        }
+    }
+    let position = |name: &str| {
+        order
+            .iter()
+            .position(|key| *key == name)
+            .unwrap_or(usize::MAX)
+    };
+    let mut ordered: Vec<Field> = fields
+        .iter()
+        .map(|field| {
+            let children: Vec<&serde_json::Value> = values
+                .iter()
+                .filter_map(|value| value.get(field.name()))
+                .collect();
+            reorder_nested(field, &children)
+        })
+        .collect();
+    ordered.sort_by_key(|field| position(field.name()));
+    ordered
+}
+
+fn reorder_nested(field: &Field, values: &[&serde_json::Value]) -> Field {
+    match field.data_type() {
+        DataType::Struct(children) => {
+            let ordered = order_fields(children, values);
+            field
+                .clone()
+                .with_data_type(DataType::Struct(ordered.into()))
+        }
+        DataType::List(item) => {
+            let elements: Vec<&serde_json::Value> = values
+                .iter()
+                .flat_map(|value| value.as_array().into_iter().flatten())
+                .collect();
+            let item = reorder_nested(item, &elements);
+            field.clone().with_data_type(DataType::List(Arc::new(item)))
+        }
+        _ => field.clone(),
+    }
+}
+
+/// Decodes the inference sample with the inferred schema, to look at its text values.
+fn decode_json_sample(sample: &[u8], schema: &Schema, rows: usize) -> Option<RecordBatch> {
+    let reader = arrow::json::ReaderBuilder::new(Arc::new(schema.clone()))
+        .with_batch_size(rows.max(1))
+        .build(Cursor::new(sample))
+        .ok()?;
+    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().ok()?;
+    concat_batches(&Arc::new(schema.clone()), &batches).ok()
+}
+
+/// Parquet through the parquet crate's synchronous reader.
+struct ParquetSource {
+    location: String,
+    reader: Rebatch<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+    bytes_read: Arc<AtomicU64>,
+    file_bytes: u64,
+    total_rows: u64,
+    rows: u64,
+    /// Keeps a spooled copy of stdin alive while it is read.
+    _spool: Option<tempfile::NamedTempFile>,
+}
+
+impl ParquetSource {
+    fn open(
+        location: &Location,
+        options: &SourceOptions,
+        bytes_read: Arc<AtomicU64>,
+    ) -> Result<Box<dyn BatchSource>> {
+        let name = location.input_name();
+        let (file, spool) = match location {
+            Location::Path(path) => (File::open(path).map_err(|err| Error::io(&name, err))?, None),
+            Location::Std => {
+                // Parquet keeps its index at the end of the file, so a stream must land on
+                // disk first; memory stays bounded by the copy buffer.
+                let mut spool =
+                    tempfile::NamedTempFile::new().map_err(|err| Error::io(&name, err))?;
+                io::copy(&mut io::stdin().lock(), spool.as_file_mut())
+                    .map_err(|err| Error::io(&name, err))?;
+                let file = spool.reopen().map_err(|err| Error::io(&name, err))?;
+                (file, Some(spool))
+            }
+        };
+        let file_bytes = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        let decode_error = |err: parquet::errors::ParquetError| Error::Decode {
+            location: name.clone(),
+            message: format!("not a readable Parquet file: {err}"),
+        };
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(decode_error)?;
+        let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let reader = builder
+            .with_batch_size(options.batch_size)
+            .build()
+            .map_err(decode_error)?;
+        let schema = reader.schema();
+        Ok(Box::new(ParquetSource {
+            location: name,
+            reader: Rebatch::new(reader, schema, options.batch_size),
+            bytes_read,
+            file_bytes,
+            total_rows,
+            rows: 0,
+            _spool: spool,
+        }))
+    }
+}
+
+impl BatchSource for ParquetSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.reader.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let batch = self.reader.next_batch().map_err(|err| Error::Decode {
+            location: self.location.clone(),
+            message: err.to_string(),
+        })?;
+        // The reader pulls column chunks itself; report progress as the share of rows read.
+        if let Some(batch) = &batch {
+            self.rows += batch.num_rows() as u64;
+            let done = self.file_bytes * self.rows / self.total_rows.max(1);
+            self.bytes_read
+                .store(done.min(self.file_bytes), Ordering::Relaxed);
+        }
+        Ok(batch)
+    }
+}
+
+/// Arrow IPC, file or stream format, told apart by the file's magic bytes.
+fn open_ipc(
+    location: &Location,
+    options: &SourceOptions,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Box<dyn BatchSource>> {
+    let name = location.input_name();
+    let mut reader = open_bytes(location, bytes_read)?;
+    let decode_error = |err: ArrowError| Error::Decode {
+        location: name.clone(),
+        message: format!("not a readable Arrow IPC input: {err}"),
+    };
+    let head = reader.fill_buf().map_err(|err| Error::io(&name, err))?;
+    let is_file_format = head.starts_with(b"ARROW1");
+    let batches: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send> =
+        if is_file_format {
+            let path = location.path().ok_or_else(|| {
+                Error::usage("the Arrow IPC file format needs a file; pipe the stream format")
+            })?;
+            let file = File::open(path).map_err(|err| Error::io(&name, err))?;
+            let reader = arrow::ipc::reader::FileReader::try_new(
+                BufReader::with_capacity(READ_BUFFER_BYTES, file),
+                None,
+            )
+            .map_err(decode_error)?;
+            Box::new(reader)
+        } else {
+            Box::new(arrow::ipc::reader::StreamReader::try_new(reader, None).map_err(decode_error)?)
+        };
+    let mut batches = batches.peekable();
+    let schema = match batches.peek() {
+        Some(Ok(batch)) => batch.schema(),
+        Some(Err(_)) => {
+            let err = batches.next().and_then(Result::err);
+            return Err(decode_error(err.unwrap_or_else(|| {
+                ArrowError::IpcError("unreadable first batch".to_owned())
+            })));
+        }
+        None => Arc::new(Schema::empty()),
+    };
+    Ok(Box::new(IpcSource {
+        location: name,
+        reader: Rebatch::new(batches, Arc::clone(&schema), options.batch_size),
+    }))
+}
+
+struct IpcSource<I: Iterator<Item = Result<RecordBatch, ArrowError>>> {
+    location: String,
+    reader: Rebatch<I>,
+}
+
+impl<I> BatchSource for IpcSource<I>
+where
+    I: Iterator<Item = Result<RecordBatch, ArrowError>> + Send,
+{
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.reader.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.reader.next_batch().map_err(|err| Error::Decode {
+            location: self.location.clone(),
+            message: err.to_string(),
+        })
+    }
+}
+
+/// Cuts and joins the batches of a reader that does not honour the batch size (Arrow IPC keeps
+/// whatever batches were written) into batches of exactly `batch_size` rows but the last.
+///
+/// A batch that already has the right size passes through untouched; a larger one is sliced
+/// without copying; only short pieces that have to be joined are copied. Holds at most one
+/// batch's worth of rows plus the slices left of the last input batch.
+struct Rebatch<I> {
+    inner: I,
+    schema: SchemaRef,
+    batch_size: usize,
+    pending: VecDeque<RecordBatch>,
+    pending_rows: usize,
+    exhausted: bool,
+}
+
+impl<I: Iterator<Item = Result<RecordBatch, ArrowError>>> Rebatch<I> {
+    fn new(inner: I, schema: SchemaRef, batch_size: usize) -> Self {
+        Rebatch {
+            inner,
+            schema,
+            batch_size,
+            pending: VecDeque::new(),
+            pending_rows: 0,
+            exhausted: false,
+        }
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        while self.pending_rows < self.batch_size && !self.exhausted {
+            match self.inner.next().transpose()? {
+                Some(batch) if batch.num_rows() > 0 => {
+                    self.pending_rows += batch.num_rows();
+                    self.pending.push_back(batch);
+                }
+                Some(_) => {}
+                None => self.exhausted = true,
+            }
+        }
+        if self.pending_rows == 0 {
+            return Ok(None);
+        }
+        self.take(self.batch_size.min(self.pending_rows)).map(Some)
+    }
+
+    /// Removes the first `rows` pending rows as one batch.
+    fn take(&mut self, rows: usize) -> Result<RecordBatch, ArrowError> {
+        let mut parts = Vec::new();
+        let mut needed = rows;
+        while needed > 0 {
+            let front = self.pending.pop_front().expect("pending rows cover `rows`");
+            if front.num_rows() <= needed {
+                needed -= front.num_rows();
+                parts.push(front);
+            } else {
+                parts.push(front.slice(0, needed));
+                self.pending
+                    .push_front(front.slice(needed, front.num_rows() - needed));
+                needed = 0;
+            }
+        }
+        self.pending_rows -= rows;
+        if parts.len() == 1 {
+            return Ok(parts.pop().expect("one part"));
+        }
+        concat_batches(&self.schema, &parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int32Array;
+
+    fn batch(values: std::ops::Range<i32>) -> RecordBatch {
+        RecordBatch::try_from_iter(vec![(
+            "v",
+            Arc::new(Int32Array::from_iter_values(values)) as _,
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn rebatch_cuts_and_joins_to_the_batch_size() {
+        let input = vec![Ok(batch(0..3)), Ok(batch(3..10)), Ok(batch(10..11))];
+        let schema = input[0].as_ref().unwrap().schema();
+        let mut rebatch = Rebatch::new(input.into_iter(), schema, 4);
+        let mut sizes = Vec::new();
+        let mut values = Vec::new();
+        while let Some(out) = rebatch.next_batch().unwrap() {
+            sizes.push(out.num_rows());
+            let column = out.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
+            values.extend(column.values().iter().copied());
+        }
+        assert_eq!(sizes, [4, 4, 3]);
+        assert_eq!(values, (0..11).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn csv_sample_is_not_lost_on_a_stream() {
+        let text = "id,name\n1,a\n2,b\n3,c\n";
+        let reader: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
+        let options = SourceOptions {
+            infer_rows: 2,
+            batch_size: 2,
+            ..SourceOptions::default()
+        };
+        let mut source =
+            CsvSource::open("<test>".into(), reader, &CsvOptions::default(), &options).unwrap();
+        let first = source.next_batch().unwrap().unwrap();
+        let second = source.next_batch().unwrap().unwrap();
+        assert_eq!((first.num_rows(), second.num_rows()), (2, 1));
+        assert!(source.next_batch().unwrap().is_none());
+        assert_eq!(source.schema().field(0).data_type(), &DataType::Int64);
+    }
+
+    #[test]
+    fn zoned_iso_text_is_inferred_as_utc_micros() {
+        let text = "at\n2024-01-05T10:00:00Z\n2024-01-05T11:30:00.5+01:00\n";
+        let schema = infer_csv_schema(
+            "<test>",
+            text.as_bytes(),
+            &CsvOptions::default(),
+            None,
+            &SourceOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(schema.field(0).data_type(), &utc_micros());
+    }
+}
