@@ -150,7 +150,10 @@ fn order(rng: &mut SplitMix, id: u64) -> Order<'static> {
 
 fn order_csv(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()> {
     let order = order(rng, id);
-    let amount = order.amount.map(|a| a.to_string()).unwrap_or_default();
+    let amount = order
+        .amount
+        .map(|amount| format!("{amount:.2}"))
+        .unwrap_or_default();
     let note = if order.note.contains([',', '"']) {
         format!("\"{}\"", order.note.replace('"', "\"\""))
     } else {
@@ -176,7 +179,7 @@ fn order_json(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()>
         .unwrap_or_else(|| "null".to_owned());
     let amount = order
         .amount
-        .map(|a| a.to_string())
+        .map(|amount| format!("{amount:.2}"))
         .unwrap_or_else(|| "null".to_owned());
     writeln!(
         line,
@@ -201,7 +204,7 @@ fn event_json(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()>
         .map(|_| {
             let price = (99 + rng.below(20_000)) as f64 / 100.0;
             format!(
-                "{{\"sku\":\"SKU-{:05}\",\"qty\":{},\"price\":{price}}}",
+                "{{\"sku\":\"SKU-{:05}\",\"qty\":{},\"price\":{price:.2}}}",
                 rng.below(100_000),
                 1 + rng.below(5)
             )

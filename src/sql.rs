@@ -203,8 +203,14 @@ impl SqlPlanner {
         for item in items {
             match item {
                 SelectItem::UnnamedExpr(ast) => {
+                    // An unaliased column keeps its name; any other expression is named by
+                    // its SQL text, as the user wrote it (`amount + 1`).
+                    let text = ast.to_string();
                     let expr = self.plan(sql, ast)?;
-                    let name = expr.schema_name().to_string();
+                    let name = match &expr {
+                        Expr::Column(column) => column.name.clone(),
+                        _ => text,
+                    };
                     columns.push(self.column(sql, expr, name)?);
                 }
                 SelectItem::ExprWithAlias { expr: ast, alias } => {
@@ -414,15 +420,7 @@ mod tests {
             .projection("id, upper(status) AS status, amount * 2 AS double, amount + 1")
             .unwrap();
         let names: Vec<&str> = columns.iter().map(|c| c.field.name().as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "id",
-                "status",
-                "double",
-                "orders.amount + Int64(1)".trim_start_matches("orders.")
-            ]
-        );
+        assert_eq!(names, ["id", "status", "double", "amount + 1"]);
         assert_eq!(columns[2].field.data_type(), &DataType::Float64);
     }
 

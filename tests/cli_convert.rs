@@ -65,7 +65,12 @@ fn nested_jsonl_to_parquet_to_jsonl_round_trips_every_value() {
         arrow::datatypes::DataType::List(_)
     ));
 
-    assert_eq!(read_json_lines(&back), read_json_lines(&jsonl));
+    let original = read_json_lines(&jsonl);
+    let round_tripped = read_json_lines(&back);
+    assert_eq!(round_tripped.len(), original.len());
+    for (line, (back, original)) in round_tripped.iter().zip(&original).enumerate() {
+        assert_eq!(back, original, "line {}", line + 1);
+    }
 }
 
 #[test]
