@@ -472,60 +472,74 @@ impl JsonSource {
 /// Puts the fields of an inferred JSON schema, at every level of nesting, in the order in
 /// which their keys first appear in the sample; arrow-json's inference sorts them by name.
 fn order_as_in_sample(schema: &Schema, sample: &[u8]) -> Schema {
-    let values: Vec<serde_json::Value> = sample
-        .split(|&byte| byte == b'\n')
-        .filter_map(|line| serde_json::from_slice(line).ok())
-        .collect();
-    let values: Vec<&serde_json::Value> = values.iter().collect();
-    let fields = order_fields(schema.fields(), &values);
+    let mut order = KeyOrder::default();
+    for line in sample.split(|&byte| byte == b'\n') {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) {
+            order.observe(&value);
+        }
+    }
+    let fields = order.apply(schema.fields());
     Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
-fn order_fields(fields: &arrow::datatypes::Fields, values: &[&serde_json::Value]) -> Vec<Field> {
-    let mut order: Vec<&str> = Vec::new();
-    for value in values {
-        if let serde_json::Value::Object(object) = value {
-            for key in object.keys() {
-                if !order.contains(&key.as_str()) {
-                    order.push(key);
-                }
-            }
-        }
-    }
-    let position = |name: &str| {
-        order
-            .iter()
-            .position(|key| *key == name)
-            .unwrap_or(usize::MAX)
-    };
-    let mut ordered: Vec<Field> = fields
-        .iter()
-        .map(|field| {
-            let children: Vec<&serde_json::Value> = values
-                .iter()
-                .filter_map(|value| value.get(field.name()))
-                .collect();
-            reorder_nested(field, &children)
-        })
-        .collect();
-    ordered.sort_by_key(|field| position(field.name()));
-    ordered
+/// The order in which object keys first appear, per level of nesting. Elements of an array
+/// share one node, as they share one item type.
+#[derive(Debug, Default)]
+struct KeyOrder {
+    keys: Vec<(String, KeyOrder)>,
+    positions: std::collections::HashMap<String, usize>,
 }
 
-fn reorder_nested(field: &Field, values: &[&serde_json::Value]) -> Field {
-    match field.data_type() {
-        DataType::Struct(children) => {
-            let ordered = order_fields(children, values);
-            field
-                .clone()
-                .with_data_type(DataType::Struct(ordered.into()))
+impl KeyOrder {
+    fn observe(&mut self, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::Object(object) => {
+                for (key, child) in object {
+                    let position = match self.positions.get(key) {
+                        Some(&position) => position,
+                        None => {
+                            self.positions.insert(key.clone(), self.keys.len());
+                            self.keys.push((key.clone(), KeyOrder::default()));
+                            self.keys.len() - 1
+                        }
+                    };
+                    self.keys[position].1.observe(child);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| self.observe(item)),
+            _ => {}
         }
+    }
+
+    fn child(&self, key: &str) -> Option<&KeyOrder> {
+        self.positions
+            .get(key)
+            .map(|&position| &self.keys[position].1)
+    }
+
+    fn apply(&self, fields: &arrow::datatypes::Fields) -> Vec<Field> {
+        let empty = KeyOrder::default();
+        let mut ordered: Vec<Field> = fields
+            .iter()
+            .map(|field| reorder_nested(field, self.child(field.name()).unwrap_or(&empty)))
+            .collect();
+        ordered.sort_by_key(|field| {
+            self.positions
+                .get(field.name())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+        ordered
+    }
+}
+
+fn reorder_nested(field: &Field, order: &KeyOrder) -> Field {
+    match field.data_type() {
+        DataType::Struct(children) => field
+            .clone()
+            .with_data_type(DataType::Struct(order.apply(children).into())),
         DataType::List(item) => {
-            let elements: Vec<&serde_json::Value> = values
-                .iter()
-                .flat_map(|value| value.as_array().into_iter().flatten())
-                .collect();
-            let item = reorder_nested(item, &elements);
+            let item = reorder_nested(item, order);
             field.clone().with_data_type(DataType::List(Arc::new(item)))
         }
         _ => field.clone(),
