@@ -33,7 +33,7 @@
 //! Peak memory is bounded by the batch size, the queue depth and the writer's buffers, not by
 //! the input: see [`pipeline`] for the number of batches alive at once, [`source`] and
 //! [`sink`] for what each end buffers. The largest single holder is a Parquet row group in
-//! progress, capped by [`Convert::row_group_bytes`] (64 MiB by default).
+//! progress, capped by [`Convert::row_group_bytes`] (16 MiB by default).
 
 pub mod error;
 pub mod format;

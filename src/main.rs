@@ -110,8 +110,8 @@ struct ConvertArgs {
     /// Most rows in one Parquet row group.
     #[arg(long, default_value_t = aqueduct::sink::DEFAULT_ROW_GROUP_ROWS)]
     row_group_rows: usize,
-    /// Most encoded bytes buffered for one Parquet row group (`64MiB`, `512k`, `1000000`).
-    #[arg(long, default_value = "64MiB")]
+    /// Most encoded bytes buffered for one Parquet row group (`16MiB`, `512k`, `1000000`).
+    #[arg(long, default_value = "16MiB")]
     row_group_bytes: String,
     /// No progress bar and no summary.
     #[arg(short, long)]
@@ -146,7 +146,27 @@ struct GenerateArgs {
     to: Option<String>,
 }
 
+/// `mi_option_purge_delay` in the `mimalloc.h` of mimalloc 3, the version libmimalloc-sys
+/// builds; its Rust bindings name only mimalloc 2's options.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Makes mimalloc hand freed pages back to the system after 100 ms instead of its default of
+/// one second. Parquet row groups and batches are freed on one thread and allocated on
+/// another; with the long delay, peak RSS grew by half from a 100 MB to a 1 GB input, with
+/// 100 ms it stays within a tenth at no measurable cost in speed (a delay of 0 costs about a
+/// fifth of the throughput). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+#[expect(unsafe_code, reason = "mimalloc's options are set through its C interface")]
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: a plain store into mimalloc's option table, made before any other thread
+    // exists; the option takes effect at the next purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -427,4 +447,21 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<u8> {
     .await??;
     eprintln!("aqueduct: generated {rows} rows");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[expect(unsafe_code, reason = "reads an option through mimalloc's C interface")]
+    fn purge_delay_option_is_the_one_tuned() {
+        // mimalloc 3 gives the purge delay, alone among its options, a default of 1000 ms:
+        // a shift of the option numbering in a new version would show here.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads mimalloc's option table.
+            let delay = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(delay, 1000);
+        }
+    }
 }

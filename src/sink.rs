@@ -32,7 +32,12 @@ use crate::format::{CsvOptions, Format, Location, StreamCompression};
 pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
 
 /// Default encoded-size budget of a Parquet row group.
-pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 << 20;
+///
+/// The writer holds a whole encoded row group until it closes it, so this budget is the
+/// largest single term of a Parquet run's peak memory. 16 MiB is about the encoded size of
+/// a 100 MB JSON Lines input, so a small run and a huge one differ little in peak memory,
+/// while row groups of half a million rows stay large enough for readers to scan well.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 16 << 20;
 
 /// Default row limit of a Parquet row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 1 << 20;
