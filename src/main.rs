@@ -155,7 +155,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// another; with the long delay, peak RSS grew by half from a 100 MB to a 1 GB input, with
 /// 100 ms it stays within a tenth at no measurable cost in speed (a delay of 0 costs about a
 /// fifth of the throughput). `MIMALLOC_PURGE_DELAY` in the environment still wins.
-#[expect(unsafe_code, reason = "mimalloc's options are set through its C interface")]
+#[expect(
+    unsafe_code,
+    reason = "mimalloc's options are set through its C interface"
+)]
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;

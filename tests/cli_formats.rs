@@ -30,7 +30,11 @@ fn tsv_without_header_with_null_markers_reads_and_writes_the_dialect() {
 
     let stored = read_parquet(&parquet);
     assert_eq!(stored.num_rows(), 3);
-    let ids = stored.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+    let ids = stored
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     assert_eq!(ids.values(), &[1, 2, 3]);
     let names = stored
         .column(1)
@@ -79,11 +83,7 @@ fn quoted_fields_with_delimiters_and_newlines_survive_a_round_trip() {
     )
     .unwrap();
     let jsonl = dir.path().join("notes.jsonl");
-    aqueduct_ok(&[
-        "convert",
-        input.to_str().unwrap(),
-        jsonl.to_str().unwrap(),
-    ]);
+    aqueduct_ok(&["convert", input.to_str().unwrap(), jsonl.to_str().unwrap()]);
     let notes: Vec<String> = read_json_lines(&jsonl)
         .iter()
         .map(|line| line["note"].as_str().unwrap().to_owned())
@@ -135,8 +135,7 @@ fn parquet_on_stdin_to_an_arrow_stream_on_stdout_keeps_every_row() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let reader =
-        arrow::ipc::reader::StreamReader::try_new(output.stdout.as_slice(), None).unwrap();
+    let reader = arrow::ipc::reader::StreamReader::try_new(output.stdout.as_slice(), None).unwrap();
     let schema = reader.schema();
     let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     let streamed = arrow::compute::concat_batches(&schema, &batches).unwrap();
@@ -155,15 +154,19 @@ fn arrow_ipc_file_round_trips_through_parquet() {
     );
     let arrow_file = dir.path().join("orders.arrow");
     let parquet = dir.path().join("orders.parquet");
-    aqueduct_ok(&["convert", csv.to_str().unwrap(), arrow_file.to_str().unwrap()]);
+    aqueduct_ok(&[
+        "convert",
+        csv.to_str().unwrap(),
+        arrow_file.to_str().unwrap(),
+    ]);
     aqueduct_ok(&[
         "convert",
         arrow_file.to_str().unwrap(),
         parquet.to_str().unwrap(),
     ]);
 
-    let reader = arrow::ipc::reader::FileReader::try_new(File::open(&arrow_file).unwrap(), None)
-        .unwrap();
+    let reader =
+        arrow::ipc::reader::FileReader::try_new(File::open(&arrow_file).unwrap(), None).unwrap();
     let schema = reader.schema();
     let batches: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     let from_ipc = arrow::compute::concat_batches(&schema, &batches).unwrap();
