@@ -32,6 +32,60 @@ pub enum Error {
         message: String,
     },
 
+    /// A record of the input is malformed or does not fit the schema.
+    #[error(
+        "{location}: line {line} (byte {offset}){}: {reason}",
+        describe_field(.column.as_deref(), .value.as_deref())
+    )]
+    BadRecord {
+        /// The file path or `<stdin>`.
+        location: String,
+        /// 1-based line on which the record starts.
+        line: u64,
+        /// Byte offset of the record's start in the decompressed input.
+        offset: u64,
+        /// The column at fault, when known.
+        column: Option<String>,
+        /// The offending value, shortened, when known.
+        value: Option<String>,
+        /// What is wrong, what was expected and, where there is one, the fix.
+        reason: String,
+    },
+
+    /// A record is longer than the largest record the source will hold.
+    #[error(
+        "{location}: line {line} (byte {offset}): the record is longer than {limit} bytes; \
+         raise --max-record-bytes if it is meant to be (an unclosed quote can also cause this)"
+    )]
+    RecordTooLarge {
+        /// The file path or `<stdin>`.
+        location: String,
+        /// 1-based line on which the record starts.
+        line: u64,
+        /// Byte offset of the record's start in the decompressed input.
+        offset: u64,
+        /// The maximum record size in bytes.
+        limit: usize,
+    },
+
+    /// More records were rejected than the error limit allows.
+    #[error(
+        "{location}: {rejected} of {read} records rejected, more than --max-errors {limit} \
+         allows; the last: {last}"
+    )]
+    TooManyErrors {
+        /// The file path or `<stdin>`.
+        location: String,
+        /// Records rejected so far.
+        rejected: u64,
+        /// Records read so far.
+        read: u64,
+        /// The limit, as the user gave it.
+        limit: String,
+        /// The last rejected record's error.
+        last: Box<Error>,
+    },
+
     /// A batch could not be encoded into the output format.
     #[error("{location}: cannot write {format}: {message}")]
     Encode {
@@ -119,9 +173,25 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage { .. } | Error::Sql { .. } => 2,
-            Error::Decode { .. } | Error::Schema { .. } => 3,
+            Error::Decode { .. }
+            | Error::Schema { .. }
+            | Error::BadRecord { .. }
+            | Error::RecordTooLarge { .. } => 3,
+            Error::TooManyErrors { .. } => 4,
             Error::Cancelled => 130,
             _ => 1,
         }
     }
+}
+
+/// `, column amount, value "12,5"` for a message, or nothing.
+fn describe_field(column: Option<&str>, value: Option<&str>) -> String {
+    let mut text = String::new();
+    if let Some(column) = column {
+        text.push_str(&format!(", column {column}"));
+    }
+    if let Some(value) = value {
+        text.push_str(&format!(", value {value}"));
+    }
+    text
 }

@@ -39,15 +39,19 @@ pub mod error;
 pub mod format;
 pub mod generate;
 pub mod pipeline;
+pub mod records;
+pub mod rejects;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod text;
 pub mod transform;
 
 pub use arrow::array::RecordBatch;
 pub use error::{Error, Result};
 pub use format::{CsvOptions, Format, Location, StreamCompression};
 pub use pipeline::{Convert, Progress, Summary};
+pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
 pub use source::{BatchSource, SourceOptions, open_source};
 pub use tokio_util::sync::CancellationToken;
@@ -57,7 +61,8 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 
 /// Reads the first `rows` rows of `location`, as one batch (empty for an empty input).
 ///
-/// Blocking; reads no more of the input than the first batch needs.
+/// Blocking; reads no more of the input than the first batch needs. Fails on the first
+/// record among them that cannot be decoded.
 pub fn head(location: &Location, options: &SourceOptions, rows: usize) -> Result<RecordBatch> {
     let options = SourceOptions {
         batch_size: rows.max(1),
@@ -66,6 +71,9 @@ pub fn head(location: &Location, options: &SourceOptions, rows: usize) -> Result
     let mut source = open_source(location, &options, Default::default())?;
     let schema = source.schema();
     let batch = source.next_batch()?;
+    if let Some(bad) = source.take_rejected().first() {
+        return Err(bad.to_error());
+    }
     Ok(batch
         .map(|batch| batch.slice(0, batch.num_rows().min(rows)))
         .unwrap_or_else(|| RecordBatch::new_empty(schema)))

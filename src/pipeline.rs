@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location};
+use crate::rejects::{ErrorLimit, OnError, Policy, RejectSink, Rejected, RejectsFile};
 use crate::sink::{BatchSink, ParquetCompression, SinkOptions, open_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
 use crate::transform::{PlannedTransform, Transform};
@@ -40,6 +41,7 @@ pub struct Progress {
     bytes_written: Arc<AtomicU64>,
     rows_read: AtomicU64,
     rows_written: AtomicU64,
+    rows_rejected: AtomicU64,
     batches_read: AtomicU64,
 }
 
@@ -68,17 +70,24 @@ impl Progress {
     pub fn rows_written(&self) -> u64 {
         self.rows_written.load(Ordering::Relaxed)
     }
+
+    /// Records rejected (or skipped) as bad so far.
+    pub fn rows_rejected(&self) -> u64 {
+        self.rows_rejected.load(Ordering::Relaxed)
+    }
 }
 
 /// What a finished conversion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Rows decoded from the input.
+    /// Records read from the input, good and bad.
     pub rows_read: u64,
     /// Rows written to the output.
     pub rows_written: u64,
-    /// Rows a `filter` left out: `rows_read - rows_written`.
+    /// Rows a `filter` left out: `rows_read - rows_written - rows_rejected`.
     pub rows_filtered: u64,
+    /// Records that could not be decoded and were skipped or rejected.
+    pub rows_rejected: u64,
     /// Batches decoded from the input.
     pub batches: u64,
     /// Input bytes read, before decompression.
@@ -97,15 +106,73 @@ impl std::fmt::Display for Summary {
         let rate = self.bytes_read as f64 / seconds.max(1e-9) / 1e6;
         write!(
             f,
-            "{} rows read, {} written, {} filtered out; {} read, {} written in {:.2}s ({:.1} MB/s)",
+            "{} rows read, {} written, {} filtered out, {} rejected; \
+             {} read, {} written in {:.2}s ({:.1} MB/s)",
             self.rows_read,
             self.rows_written,
             self.rows_filtered,
+            self.rows_rejected,
             human_bytes(self.bytes_read),
             human_bytes(self.bytes_written),
             seconds,
             rate
         )
+    }
+}
+
+impl Summary {
+    /// The summary as JSON, for pipelines: row counts, bytes, seconds and output columns.
+    pub fn to_json(&self) -> serde_json::Value {
+        let columns: Vec<serde_json::Value> = self
+            .output_schema
+            .fields()
+            .iter()
+            .map(|field| {
+                serde_json::json!({"name": field.name(), "type": field.data_type().to_string()})
+            })
+            .collect();
+        serde_json::json!({
+            "rows_read": self.rows_read,
+            "rows_written": self.rows_written,
+            "rows_filtered": self.rows_filtered,
+            "rows_rejected": self.rows_rejected,
+            "batches": self.batches,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "seconds": self.elapsed.as_secs_f64(),
+            "output_columns": columns,
+        })
+    }
+}
+
+/// A user function that takes rejected records.
+type RejectCallback = Arc<dyn Fn(&Rejected) -> Result<()> + Send + Sync>;
+
+/// Where rejected records go.
+#[derive(Clone)]
+enum RejectsTarget {
+    File(std::path::PathBuf),
+    Callback(RejectCallback),
+}
+
+impl std::fmt::Debug for RejectsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectsTarget::File(path) => f.debug_tuple("File").field(path).finish(),
+            RejectsTarget::Callback(_) => f.write_str("Callback"),
+        }
+    }
+}
+
+impl RejectsTarget {
+    fn open(&self) -> Result<Box<dyn RejectSink>> {
+        Ok(match self {
+            RejectsTarget::File(path) => Box::new(RejectsFile::create(path)?),
+            RejectsTarget::Callback(callback) => {
+                let callback = Arc::clone(callback);
+                Box::new(move |record: &Rejected| callback(record))
+            }
+        })
     }
 }
 
@@ -148,6 +215,9 @@ pub struct Convert {
     schema_sql: Option<String>,
     transforms: Vec<Transform>,
     queue_batches: usize,
+    on_error: OnError,
+    max_errors: Option<ErrorLimit>,
+    rejects: Option<RejectsTarget>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 }
@@ -165,6 +235,9 @@ impl Convert {
             schema_sql: None,
             transforms: Vec::new(),
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            on_error: OnError::Fail,
+            max_errors: None,
+            rejects: None,
             progress: Arc::new(Progress::default()),
             cancel: CancellationToken::new(),
         }
@@ -269,6 +342,56 @@ impl Convert {
         self
     }
 
+    /// What to do with records that cannot be decoded (default [`OnError::Fail`]).
+    pub fn on_error(mut self, on_error: OnError) -> Self {
+        self.on_error = on_error;
+        self
+    }
+
+    /// Writes rejected records as JSON Lines to `path`, and goes on past them. The file
+    /// appears when the run succeeds or stops at the error limit.
+    pub fn rejects_to(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.rejects = Some(RejectsTarget::File(path.into()));
+        self.on_error = OnError::Reject;
+        self
+    }
+
+    /// Hands every rejected record to `callback`, and goes on past them; an error from the
+    /// callback stops the run.
+    pub fn on_reject<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&Rejected) -> Result<()> + Send + Sync + 'static,
+    {
+        self.rejects = Some(RejectsTarget::Callback(Arc::new(callback)));
+        self.on_error = OnError::Reject;
+        self
+    }
+
+    /// Stops the run once more records are bad than `limit` allows.
+    pub fn max_errors(mut self, limit: ErrorLimit) -> Self {
+        self.max_errors = Some(limit);
+        self
+    }
+
+    /// The longest record a text input may hold (default
+    /// [`DEFAULT_MAX_RECORD_BYTES`](crate::records::DEFAULT_MAX_RECORD_BYTES)).
+    pub fn max_record_bytes(mut self, bytes: usize) -> Self {
+        self.source.max_record_bytes = bytes;
+        self
+    }
+
+    /// Drops JSON keys that are not in the schema instead of rejecting their records.
+    pub fn ignore_unknown_keys(mut self, ignore: bool) -> Self {
+        self.source.ignore_unknown_keys = ignore;
+        self
+    }
+
+    /// Replaces invalid UTF-8 in text input with U+FFFD instead of rejecting the record.
+    pub fn lossy_utf8(mut self, lossy: bool) -> Self {
+        self.source.lossy_utf8 = lossy;
+        self
+    }
+
     /// Stops the run when `token` is cancelled.
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
@@ -296,6 +419,13 @@ impl Convert {
         let _cancel_on_drop = cancel.clone().drop_guard();
         let progress = Arc::clone(&self.progress);
 
+        let rejects = self.rejects.as_ref().map(RejectsTarget::open).transpose()?;
+        let policy = Policy::new(
+            self.input.input_name(),
+            self.on_error,
+            self.max_errors,
+            rejects,
+        )?;
         let source = until_cancelled(&cancel, self.open_source()).await?;
         let (transforms, output_schema) = plan_transforms(&self.transforms, source.schema())?;
         let (sink, destination) = open_sink(
@@ -310,7 +440,7 @@ impl Convert {
         let decode = {
             let (progress, cancel) = (Arc::clone(&progress), cancel.clone());
             tokio::task::spawn_blocking(move || {
-                decode_stage(source, decoded_tx, &progress, &cancel)
+                decode_stage(source, policy, decoded_tx, &progress, &cancel)
             })
         };
         let transform = tokio::task::spawn_blocking(move || {
@@ -323,26 +453,41 @@ impl Convert {
             })
         };
 
-        until_cancelled(&cancel, async { encode.await.map_err(stage_failed)? }).await?;
+        let encoded = until_cancelled(&cancel, async { encode.await.map_err(stage_failed)? }).await;
+        if let Err(err) = encoded {
+            // A run stopped by the error limit keeps its rejects file, which explains it.
+            if matches!(err, Error::TooManyErrors { .. })
+                && let Ok(decoded) = decode.await
+            {
+                decoded.policy.finish()?;
+            }
+            return Err(err);
+        }
         // The encode stage saw the end of its queue, so both upstream stages have returned;
         // a stage that stopped early without sending an error would show up here.
-        let decoded_all = decode.await.map_err(stage_failed)?;
+        let decoded = decode.await.map_err(stage_failed)?;
         let transformed_all = transform.await.map_err(stage_failed)?;
-        if !(decoded_all && transformed_all) || cancel.is_cancelled() {
+        if !(decoded.reached_end && transformed_all) || cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
+        decoded.policy.finish()?;
         destination.commit()?;
 
+        let rows_rejected = progress.rows_rejected();
         let summary = Summary {
             rows_read: progress.rows_read(),
             rows_written: progress.rows_written(),
-            rows_filtered: progress.rows_read() - progress.rows_written(),
+            rows_filtered: progress.rows_read() - progress.rows_written() - rows_rejected,
+            rows_rejected,
             batches: progress.batches_read.load(Ordering::Relaxed),
             bytes_read: progress.bytes_read(),
             bytes_written: progress.bytes_written(),
             elapsed: started.elapsed(),
             output_schema,
         };
+        if rows_rejected > 0 {
+            tracing::info!(rows_rejected, "bad records were left out of the output");
+        }
         tracing::debug!(%summary, "conversion finished");
         Ok(summary)
     }
@@ -404,39 +549,66 @@ fn plan_transforms(
 type BatchSender = mpsc::Sender<Result<RecordBatch>>;
 type BatchReceiver = mpsc::Receiver<Result<RecordBatch>>;
 
-/// Reads batches until the end of the input. Returns true when it reached the end; false
-/// when it stopped because the run is over (an error was sent, or downstream has gone).
+/// How the decode stage ended.
+struct Decoded {
+    /// True when it reached the end of the input; false when it stopped because the run is
+    /// over (an error was sent, or downstream has gone).
+    reached_end: bool,
+    /// The error policy, whose reject sink the run finishes.
+    policy: Policy,
+}
+
+/// Reads batches until the end of the input, applying the error policy to the records the
+/// source could not decode.
 fn decode_stage(
     mut source: Box<dyn BatchSource>,
+    mut policy: Policy,
     output: BatchSender,
     progress: &Progress,
     cancel: &CancellationToken,
-) -> bool {
+) -> Decoded {
     tracing::debug!("decode stage started");
-    loop {
+    let reached_end = loop {
         if cancel.is_cancelled() {
             let _ = output.blocking_send(Err(Error::Cancelled));
-            return false;
+            break false;
         }
-        match source.next_batch() {
-            Ok(Some(batch)) => {
-                progress
-                    .rows_read
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                progress.batches_read.fetch_add(1, Ordering::Relaxed);
-                if output.blocking_send(Ok(batch)).is_err() {
-                    return false;
+        let batch = match source.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => match policy.check_limit(progress.rows_read()) {
+                Ok(()) => {
+                    tracing::debug!(rows = progress.rows_read(), "decode stage reached the end");
+                    break true;
                 }
-            }
-            Ok(None) => {
-                tracing::debug!(rows = progress.rows_read(), "decode stage reached the end");
-                return true;
-            }
+                Err(err) => {
+                    let _ = output.blocking_send(Err(err));
+                    break false;
+                }
+            },
             Err(err) => {
                 let _ = output.blocking_send(Err(err));
-                return false;
+                break false;
             }
+        };
+
+        let rejected = source.take_rejected();
+        let records = (batch.num_rows() + rejected.len()) as u64;
+        progress.rows_read.fetch_add(records, Ordering::Relaxed);
+        progress
+            .rows_rejected
+            .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        progress.batches_read.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = policy.handle(rejected, progress.rows_read()) {
+            let _ = output.blocking_send(Err(err));
+            break false;
         }
+        if batch.num_rows() > 0 && output.blocking_send(Ok(batch)).is_err() {
+            break false;
+        }
+    };
+    Decoded {
+        reached_end,
+        policy,
     }
 }
 

@@ -208,7 +208,8 @@ pub fn open_sink(
     Ok((sink, destination))
 }
 
-fn temp_file_beside(path: &std::path::Path) -> io::Result<tempfile::NamedTempFile> {
+/// A hidden temporary file in the folder of `path`, to be renamed over it when complete.
+pub(crate) fn temp_file_beside(path: &std::path::Path) -> io::Result<tempfile::NamedTempFile> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),

@@ -23,6 +23,9 @@ use arrow::error::ArrowError;
 
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location, StreamCompression};
+use crate::records::{DEFAULT_MAX_RECORD_BYTES, Framer, Syntax};
+use crate::rejects::Rejected;
+use crate::text::{CsvDecoder, JsonDecoder, SchemaOrigin, TextOptions, TextSource};
 
 /// Size of the buffer between the file (or decompressor) and the decoder.
 pub const READ_BUFFER_BYTES: usize = 1 << 20;
@@ -38,7 +41,15 @@ pub trait BatchSource: Send {
     fn schema(&self) -> SchemaRef;
 
     /// The next batch, or `None` at the end of the input.
+    ///
+    /// A text source leaves out the records it cannot decode, so a batch may be shorter than
+    /// the batch size, or empty; [`BatchSource::take_rejected`] hands them over.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+
+    /// The records left out of the batches returned so far, since the last call.
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        Vec::new()
+    }
 }
 
 /// How a source reads its input.
@@ -54,6 +65,12 @@ pub struct SourceOptions {
     pub infer_rows: usize,
     /// Rows per batch.
     pub batch_size: usize,
+    /// The longest record a text source holds, in bytes; a longer one is an error.
+    pub max_record_bytes: usize,
+    /// JSON keys that are not in the schema are dropped instead of rejecting the record.
+    pub ignore_unknown_keys: bool,
+    /// Invalid UTF-8 in a text record is replaced with U+FFFD instead of rejecting it.
+    pub lossy_utf8: bool,
 }
 
 impl Default for SourceOptions {
@@ -64,6 +81,9 @@ impl Default for SourceOptions {
             schema: None,
             infer_rows: DEFAULT_INFER_ROWS,
             batch_size: crate::DEFAULT_BATCH_SIZE,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            ignore_unknown_keys: false,
+            lossy_utf8: false,
         }
     }
 }
@@ -171,88 +191,7 @@ fn read_sample(reader: &mut dyn BufRead, lines: usize, location: &str) -> Result
     Ok(sample)
 }
 
-/// A text decoder fed with byte slices: arrow-csv's and arrow-json's both have this shape.
-trait TextDecoder: Send {
-    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError>;
-    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
-    fn batch_full(&self) -> bool;
-}
-
-impl TextDecoder for arrow::csv::reader::Decoder {
-    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
-        arrow::csv::reader::Decoder::decode(self, buf)
-    }
-    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        arrow::csv::reader::Decoder::flush(self)
-    }
-    fn batch_full(&self) -> bool {
-        self.capacity() == 0
-    }
-}
-
-/// arrow-json's decoder reports how many rows it holds, not how many it still takes.
-struct JsonDecoder {
-    decoder: arrow::json::reader::Decoder,
-    batch_size: usize,
-}
-
-impl TextDecoder for JsonDecoder {
-    fn decode(&mut self, buf: &[u8]) -> Result<usize, ArrowError> {
-        self.decoder.decode(buf)
-    }
-    fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        self.decoder.flush()
-    }
-    fn batch_full(&self) -> bool {
-        self.decoder.len() >= self.batch_size
-    }
-}
-
-/// Drives a [`TextDecoder`] over a buffered reader.
-struct TextSource<D> {
-    location: String,
-    reader: Box<dyn BufRead + Send>,
-    decoder: D,
-    schema: SchemaRef,
-}
-
-impl<D: TextDecoder> TextSource<D> {
-    fn decode_error(&self, err: ArrowError) -> Error {
-        Error::Decode {
-            location: self.location.clone(),
-            message: err.to_string(),
-        }
-    }
-}
-
-impl<D: TextDecoder> BatchSource for TextSource<D> {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        loop {
-            let buf = self
-                .reader
-                .fill_buf()
-                .map_err(|err| Error::io(&self.location, err))?;
-            if buf.is_empty() {
-                break;
-            }
-            let consumed = self
-                .decoder
-                .decode(buf)
-                .map_err(|err| self.decode_error(err))?;
-            self.reader.consume(consumed);
-            if self.decoder.batch_full() {
-                break;
-            }
-        }
-        self.decoder.flush().map_err(|err| self.decode_error(err))
-    }
-}
-
-/// CSV through arrow-csv's push decoder.
+/// CSV through arrow-csv's push decoder, a chunk of whole records at a time.
 struct CsvSource;
 
 impl CsvSource {
@@ -261,41 +200,49 @@ impl CsvSource {
         mut reader: Box<dyn BufRead + Send>,
         csv: &CsvOptions,
         options: &SourceOptions,
-    ) -> Result<TextSource<arrow::csv::reader::Decoder>> {
-        let null_regex = csv.null_regex()?;
-        let schema = match &options.schema {
-            Some(schema) => Arc::clone(schema),
+    ) -> Result<TextSource<CsvDecoder>> {
+        let (schema, origin) = match &options.schema {
+            Some(schema) => (Arc::clone(schema), SchemaOrigin::Given),
             None => {
                 let sample = read_sample(
                     reader.as_mut(),
                     options.infer_rows + usize::from(csv.header),
                     &location,
                 )?;
-                let schema =
-                    infer_csv_schema(&location, &sample, csv, null_regex.clone(), options)?;
+                let schema = infer_csv_schema(
+                    &location,
+                    without_bom(&sample),
+                    csv,
+                    csv.null_regex()?,
+                    options,
+                )?;
                 reader = Box::new(Cursor::new(sample).chain(reader));
-                schema
+                let origin = SchemaOrigin::Inferred {
+                    rows: options.infer_rows,
+                };
+                (schema, origin)
             }
         };
 
-        let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(&schema))
-            .with_header(csv.header)
-            .with_delimiter(csv.delimiter)
-            .with_quote(csv.quote)
-            .with_batch_size(options.batch_size);
-        if let Some(escape) = csv.escape {
-            builder = builder.with_escape(escape);
-        }
-        if let Some(regex) = null_regex {
-            builder = builder.with_null_regex(regex);
-        }
-        Ok(TextSource {
-            location,
-            reader,
-            decoder: builder.build_decoder(),
-            schema,
-        })
+        let syntax = Syntax::Csv {
+            delimiter: csv.delimiter,
+            quote: csv.quote,
+            escape: csv.escape,
+        };
+        let framer = Framer::new(location.clone(), reader, syntax, options.max_record_bytes);
+        let decoder = CsvDecoder::new(Arc::clone(&schema), csv, options.batch_size, origin)?;
+        let text = TextOptions {
+            batch_size: options.batch_size,
+            lossy_utf8: options.lossy_utf8,
+            skip_header: csv.header,
+        };
+        Ok(TextSource::new(location, framer, decoder, schema, text))
     }
+}
+
+/// The sample without a leading UTF-8 byte-order mark, which the framer also drops.
+fn without_bom(sample: &[u8]) -> &[u8] {
+    sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample)
 }
 
 fn csv_format(csv: &CsvOptions, null_regex: Option<regex::Regex>) -> arrow::csv::reader::Format {
@@ -423,7 +370,7 @@ fn all_timestamps(column: &dyn Array) -> bool {
     seen
 }
 
-/// JSON Lines through arrow-json's push decoder.
+/// JSON Lines through arrow-json's push decoder, a chunk of whole lines at a time.
 struct JsonSource;
 
 impl JsonSource {
@@ -436,36 +383,45 @@ impl JsonSource {
             location: location.clone(),
             message: err.to_string(),
         };
-        let schema = match &options.schema {
-            Some(schema) => Arc::clone(schema),
+        let (schema, origin) = match &options.schema {
+            Some(schema) => (Arc::clone(schema), SchemaOrigin::Given),
             None => {
                 let sample = read_sample(reader.as_mut(), options.infer_rows, &location)?;
+                let lines = without_bom(&sample);
                 let (inferred, _) = arrow::json::reader::infer_json_schema(
-                    Cursor::new(&sample),
+                    Cursor::new(lines),
                     Some(options.infer_rows),
                 )
                 .map_err(schema_error)?;
-                let inferred = order_as_in_sample(&inferred, &sample);
-                let text = decode_json_sample(&sample, &inferred, options.infer_rows);
+                let inferred = order_as_in_sample(&inferred, lines);
+                let text = decode_json_sample(lines, &inferred, options.infer_rows);
                 let schema = Arc::new(normalize_schema(&inferred, text.as_ref()));
                 reader = Box::new(Cursor::new(sample).chain(reader));
-                schema
+                let origin = SchemaOrigin::Inferred {
+                    rows: options.infer_rows,
+                };
+                (schema, origin)
             }
         };
-        let decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
-            .with_batch_size(options.batch_size)
-            .with_strict_mode(true)
-            .build_decoder()
-            .map_err(schema_error)?;
-        Ok(TextSource {
-            location,
+
+        let framer = Framer::new(
+            location.clone(),
             reader,
-            decoder: JsonDecoder {
-                decoder,
-                batch_size: options.batch_size,
-            },
-            schema,
-        })
+            Syntax::Lines,
+            options.max_record_bytes,
+        );
+        let decoder = JsonDecoder::new(
+            Arc::clone(&schema),
+            options.batch_size,
+            options.ignore_unknown_keys,
+            origin,
+        )?;
+        let text = TextOptions {
+            batch_size: options.batch_size,
+            lossy_utf8: options.lossy_utf8,
+            skip_header: false,
+        };
+        Ok(TextSource::new(location, framer, decoder, schema, text))
     }
 }
 

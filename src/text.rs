@@ -1,0 +1,516 @@
+//! Text sources: CSV and JSON Lines decoded a chunk of whole records at a time, with bad
+//! records found, located and set aside instead of failing the batch.
+//!
+//! ```text
+//!   Framer --chunk--> decode all records at once --ok--> batch
+//!                       | error
+//!                       v
+//!                     split in halves, decode each, recursively
+//!                       | a single record that fails
+//!                       v
+//!                     diagnose (column, value, reason) --> Rejected
+//! ```
+//!
+//! A clean chunk costs one decoder call; a chunk with `k` bad records among `n` costs about
+//! `k * log2(n)` calls, so a dirty file slows down only where it is dirty. The good records
+//! of a chunk come out as one batch, shorter than the batch size by the records rejected.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::compute::{CastOptions, cast_with_options, concat_batches};
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
+
+use crate::error::{Error, Result};
+use crate::format::CsvOptions;
+use crate::records::{Chunk, Framer, RecordSpan};
+use crate::rejects::{Rejected, shorten};
+use crate::source::BatchSource;
+
+/// What is wrong with one record, as far as it can be told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// The column at fault, when known.
+    pub column: Option<String>,
+    /// The offending value, shortened.
+    pub value: Option<String>,
+    /// What is wrong and what was expected.
+    pub reason: String,
+}
+
+impl Diagnosis {
+    fn reason(reason: impl Into<String>) -> Self {
+        Diagnosis {
+            column: None,
+            value: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Decodes runs of whole records into batches.
+pub trait ChunkDecoder: Send {
+    /// Decodes `bytes`, holding exactly `records` records, into a batch of that many rows.
+    /// After an error the decoder is ready for new input.
+    fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError>;
+
+    /// Explains why `record` (one record's text) failed to decode with `error`.
+    fn diagnose(&self, record: &[u8], error: &ArrowError) -> Diagnosis;
+}
+
+/// The advice given with a value that does not fit its column's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaOrigin {
+    /// The schema was inferred from the first records.
+    Inferred {
+        /// How many records the inference sampled.
+        rows: usize,
+    },
+    /// The user gave the schema.
+    Given,
+}
+
+impl SchemaOrigin {
+    fn hint(self) -> String {
+        match self {
+            SchemaOrigin::Inferred { rows } => format!(
+                "the schema was inferred from the first {rows} records; give the column's \
+                 type with --schema, or sample more with --infer-rows"
+            ),
+            SchemaOrigin::Given => "the type comes from --schema".to_owned(),
+        }
+    }
+}
+
+/// Options of a text source that concern bad input.
+#[derive(Debug, Clone, Copy)]
+pub struct TextOptions {
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Replace invalid UTF-8 with U+FFFD instead of rejecting the record.
+    pub lossy_utf8: bool,
+    /// The first record is a header, to be skipped.
+    pub skip_header: bool,
+}
+
+/// A [`BatchSource`] over a framer and a chunk decoder.
+pub struct TextSource<D> {
+    location: String,
+    framer: Framer,
+    decoder: D,
+    schema: SchemaRef,
+    options: TextOptions,
+    rejected: Vec<Rejected>,
+}
+
+impl<D: ChunkDecoder> TextSource<D> {
+    /// A source of batches of `schema` read through `framer`.
+    pub fn new(
+        location: String,
+        framer: Framer,
+        decoder: D,
+        schema: SchemaRef,
+        options: TextOptions,
+    ) -> Self {
+        TextSource {
+            location,
+            framer,
+            decoder,
+            schema,
+            options,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Decodes the records `range` of `chunk`, pushing good batches onto `parts` and bad
+    /// records onto the rejected list.
+    fn decode_range(&mut self, chunk: &Chunk, range: Range<usize>, parts: &mut Vec<RecordBatch>) {
+        let records = range.len();
+        let error = match self.decoder.decode(chunk.bytes_of(range.clone()), records) {
+            Ok(batch) => return parts.push(batch),
+            Err(error) => error,
+        };
+        if records > 1 {
+            let middle = range.start + records / 2;
+            self.decode_range(chunk, range.start..middle, parts);
+            self.decode_range(chunk, middle..range.end, parts);
+            return;
+        }
+
+        let span = chunk.records[range.start];
+        let text = chunk.text(&span);
+        if self.options.lossy_utf8
+            && std::str::from_utf8(text).is_err()
+            && let Some(batch) = self.decode_lossy(text)
+        {
+            return parts.push(batch);
+        }
+        let diagnosis = self.decoder.diagnose(text, &error);
+        self.reject(&span, text, diagnosis);
+    }
+
+    fn decode_lossy(&mut self, text: &[u8]) -> Option<RecordBatch> {
+        let mut repaired = String::from_utf8_lossy(text).into_owned().into_bytes();
+        repaired.push(b'\n');
+        self.decoder.decode(&repaired, 1).ok()
+    }
+
+    fn reject(&mut self, span: &RecordSpan, text: &[u8], diagnosis: Diagnosis) {
+        self.rejected.push(Rejected {
+            location: self.location.clone(),
+            line: span.line,
+            offset: span.offset,
+            column: diagnosis.column,
+            value: diagnosis.value,
+            reason: diagnosis.reason,
+            record: text.to_vec(),
+        });
+    }
+}
+
+impl<D: ChunkDecoder> BatchSource for TextSource<D> {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.options.skip_header {
+            self.options.skip_header = false;
+            self.framer.next_chunk(1)?;
+        }
+        let Some(chunk) = self.framer.next_chunk(self.options.batch_size)? else {
+            return Ok(None);
+        };
+
+        let mut parts = Vec::new();
+        if !chunk.records.is_empty() {
+            self.decode_range(&chunk, 0..chunk.records.len(), &mut parts);
+        }
+        if let Some(broken) = &chunk.broken {
+            let text = chunk.text(&broken.span);
+            self.reject(&broken.span, text, Diagnosis::reason(broken.reason.clone()));
+        }
+
+        let batch = match parts.len() {
+            0 => RecordBatch::new_empty(Arc::clone(&self.schema)),
+            1 => parts.pop().expect("one part"),
+            _ => concat_batches(&self.schema, &parts).map_err(|err| Error::Decode {
+                location: self.location.clone(),
+                message: err.to_string(),
+            })?,
+        };
+        Ok(Some(batch))
+    }
+
+    fn take_rejected(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.rejected)
+    }
+}
+
+/// arrow-csv's and arrow-json's decoders: bytes pushed in, a batch flushed out.
+trait PushDecoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<usize, ArrowError>;
+    fn flush_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError>;
+}
+
+impl PushDecoder for arrow::csv::reader::Decoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<usize, ArrowError> {
+        self.decode(bytes)
+    }
+    fn flush_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.flush()
+    }
+}
+
+impl PushDecoder for arrow::json::reader::Decoder {
+    fn push(&mut self, bytes: &[u8]) -> Result<usize, ArrowError> {
+        self.decode(bytes)
+    }
+    fn flush_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        self.flush()
+    }
+}
+
+/// Feeds `bytes` to `decoder` until it has taken them all, then flushes one batch and
+/// checks that it holds `records` rows.
+fn decode_all(
+    decoder: &mut impl PushDecoder,
+    bytes: &[u8],
+    records: usize,
+) -> Result<RecordBatch, ArrowError> {
+    let mut position = 0;
+    while position < bytes.len() {
+        let consumed = decoder.push(&bytes[position..])?;
+        if consumed == 0 {
+            break;
+        }
+        position += consumed;
+    }
+    let batch = decoder.flush_batch()?;
+    batch
+        .filter(|batch| batch.num_rows() == records && position == bytes.len())
+        .ok_or_else(|| {
+            ArrowError::ParseError(format!("{records} records did not decode to as many rows"))
+        })
+}
+
+/// CSV records through arrow-csv's push decoder.
+pub struct CsvDecoder {
+    schema: SchemaRef,
+    csv: CsvOptions,
+    null_regex: Option<regex::Regex>,
+    batch_size: usize,
+    origin: SchemaOrigin,
+    decoder: arrow::csv::reader::Decoder,
+}
+
+impl CsvDecoder {
+    /// A decoder of records (no header) of `schema` in the dialect `csv`.
+    pub fn new(
+        schema: SchemaRef,
+        csv: &CsvOptions,
+        batch_size: usize,
+        origin: SchemaOrigin,
+    ) -> Result<Self> {
+        let null_regex = csv.null_regex()?;
+        let decoder = build_csv(&schema, csv, null_regex.clone(), batch_size);
+        Ok(CsvDecoder {
+            schema,
+            csv: csv.clone(),
+            null_regex,
+            batch_size,
+            origin,
+            decoder,
+        })
+    }
+
+    fn is_null(&self, text: &str) -> bool {
+        match &self.null_regex {
+            Some(regex) => regex.is_match(text),
+            None => text.is_empty(),
+        }
+    }
+
+    /// The first field of `fields` that does not parse as its column's type.
+    fn field_at_fault(&self, fields: &csv::ByteRecord) -> Option<Diagnosis> {
+        let strict = CastOptions {
+            safe: false,
+            ..CastOptions::default()
+        };
+        for (field, raw) in self.schema.fields().iter().zip(fields.iter()) {
+            let column = Some(field.name().clone());
+            let Ok(text) = std::str::from_utf8(raw) else {
+                return Some(Diagnosis {
+                    column,
+                    value: Some(shorten(&String::from_utf8_lossy(raw))),
+                    reason: "invalid UTF-8 (--lossy-utf8 replaces it)".to_owned(),
+                });
+            };
+            if self.is_null(text) {
+                if !field.is_nullable() {
+                    return Some(Diagnosis {
+                        column,
+                        value: None,
+                        reason: "null in a NOT NULL column".to_owned(),
+                    });
+                }
+                continue;
+            }
+            if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8) {
+                continue;
+            }
+            let value = StringArray::from(vec![text]);
+            if cast_with_options(&value, field.data_type(), &strict).is_err() {
+                return Some(Diagnosis {
+                    column,
+                    value: Some(shorten(text)),
+                    reason: format!(
+                        "expected a value of type {}; {}",
+                        field.data_type(),
+                        self.origin.hint()
+                    ),
+                });
+            }
+        }
+        None
+    }
+}
+
+fn build_csv(
+    schema: &SchemaRef,
+    csv: &CsvOptions,
+    null_regex: Option<regex::Regex>,
+    batch_size: usize,
+) -> arrow::csv::reader::Decoder {
+    let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(schema))
+        .with_header(false)
+        .with_delimiter(csv.delimiter)
+        .with_quote(csv.quote)
+        .with_batch_size(batch_size);
+    if let Some(escape) = csv.escape {
+        builder = builder.with_escape(escape);
+    }
+    if let Some(regex) = null_regex {
+        builder = builder.with_null_regex(regex);
+    }
+    builder.build_decoder()
+}
+
+impl ChunkDecoder for CsvDecoder {
+    fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError> {
+        let result = decode_all(&mut self.decoder, bytes, records);
+        if result.is_err() {
+            self.decoder = build_csv(
+                &self.schema,
+                &self.csv,
+                self.null_regex.clone(),
+                self.batch_size,
+            );
+        }
+        result
+    }
+
+    fn diagnose(&self, record: &[u8], error: &ArrowError) -> Diagnosis {
+        let mut builder = csv::ReaderBuilder::new();
+        builder
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(self.csv.delimiter)
+            .quote(self.csv.quote)
+            .escape(self.csv.escape);
+        let mut reader = builder.from_reader(record);
+        let mut fields = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut fields) {
+            Ok(true) => {}
+            Ok(false) => return Diagnosis::reason("empty record"),
+            Err(err) => return Diagnosis::reason(err.to_string()),
+        }
+        let expected = self.schema.fields().len();
+        if fields.len() != expected {
+            return Diagnosis::reason(format!(
+                "expected {expected} fields, found {}",
+                fields.len()
+            ));
+        }
+        self.field_at_fault(&fields)
+            .unwrap_or_else(|| Diagnosis::reason(error.to_string()))
+    }
+}
+
+/// JSON Lines records through arrow-json's push decoder.
+pub struct JsonDecoder {
+    schema: SchemaRef,
+    batch_size: usize,
+    ignore_unknown_keys: bool,
+    origin: SchemaOrigin,
+    decoder: arrow::json::reader::Decoder,
+}
+
+impl JsonDecoder {
+    /// A decoder of objects of `schema`. Keys not in the schema are an error unless
+    /// `ignore_unknown_keys`.
+    pub fn new(
+        schema: SchemaRef,
+        batch_size: usize,
+        ignore_unknown_keys: bool,
+        origin: SchemaOrigin,
+    ) -> Result<Self> {
+        let decoder =
+            build_json(&schema, batch_size, ignore_unknown_keys).map_err(|err| Error::Schema {
+                location: "JSON decoder".to_owned(),
+                message: err.to_string(),
+            })?;
+        Ok(JsonDecoder {
+            schema,
+            batch_size,
+            ignore_unknown_keys,
+            origin,
+            decoder,
+        })
+    }
+}
+
+fn build_json(
+    schema: &SchemaRef,
+    batch_size: usize,
+    ignore_unknown_keys: bool,
+) -> Result<arrow::json::reader::Decoder, ArrowError> {
+    arrow::json::ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(batch_size)
+        .with_strict_mode(!ignore_unknown_keys)
+        .build_decoder()
+}
+
+impl ChunkDecoder for JsonDecoder {
+    fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError> {
+        let result = decode_all(&mut self.decoder, bytes, records);
+        if result.is_err() {
+            self.decoder = build_json(&self.schema, self.batch_size, self.ignore_unknown_keys)?;
+        }
+        result
+    }
+
+    fn diagnose(&self, record: &[u8], error: &ArrowError) -> Diagnosis {
+        let object = match serde_json::from_slice::<serde_json::Value>(record) {
+            Err(err) => return Diagnosis::reason(format!("invalid JSON: {err}")),
+            Ok(serde_json::Value::Object(object)) => object,
+            Ok(other) => {
+                return Diagnosis::reason(format!(
+                    "expected a JSON object, found {}",
+                    json_kind(&other)
+                ));
+            }
+        };
+        let message = error.to_string();
+        let message = message.strip_prefix("Json error: ").unwrap_or(&message);
+        let Some(column) = quoted_after(message, "whilst decoding field '") else {
+            return Diagnosis::reason(message.to_owned());
+        };
+        if let Some(unknown) = quoted_after(message, "column '")
+            && message.contains("missing from schema")
+        {
+            return Diagnosis {
+                value: object
+                    .get(&unknown)
+                    .map(|value| shorten(&value.to_string())),
+                column: Some(unknown),
+                reason: "the key is not in the schema; add it with --schema, or drop such \
+                         keys with --ignore-unknown-keys"
+                    .to_owned(),
+            };
+        }
+        let expected = self
+            .schema
+            .field_with_name(&column)
+            .map(|field| field.data_type().to_string())
+            .unwrap_or_default();
+        Diagnosis {
+            value: object.get(&column).map(|value| shorten(&value.to_string())),
+            reason: format!(
+                "expected a value of type {expected} ({message}); {}",
+                self.origin.hint()
+            ),
+            column: Some(column),
+        }
+    }
+}
+
+/// The text between `prefix` and the next `'` in `message`.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let start = message.find(prefix)? + prefix.len();
+    let length = message[start..].find('\'')?;
+    Some(message[start..start + length].to_owned())
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
