@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success (also when a stdout reader closes the pipe early), 1 an I/O or
 //! other runtime failure, 2 invalid arguments or SQL, 3 input that cannot be decoded or whose
-//! schema cannot be read, 130 interrupted by SIGINT, 143 terminated by SIGTERM.
+//! schema cannot be read, 4 more bad records than `--max-errors` allows, 130 interrupted by
+//! SIGINT, 143 terminated by SIGTERM.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -14,7 +15,8 @@ use anyhow::Context;
 use aqueduct::format::parse_byte_option;
 use aqueduct::generate::{Dataset, GenerateLimit, TextFormat};
 use aqueduct::{
-    Convert, CsvOptions, Format, Location, ParquetCompression, Progress, SourceOptions,
+    Convert, CsvOptions, ErrorLimit, Format, Location, OnError, ParquetCompression, Progress,
+    SourceOptions,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -35,7 +37,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Convert IN to OUT, optionally filtering rows and computing columns.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// Print the schema aqueduct reads from IN.
     Schema(InputArgs),
     /// Print the first rows of IN as a table.
@@ -63,6 +65,15 @@ struct InputArgs {
     /// Records sampled to infer the schema.
     #[arg(long, default_value_t = aqueduct::source::DEFAULT_INFER_ROWS)]
     infer_rows: usize,
+    /// The longest record a text input may hold (`64MiB`).
+    #[arg(long, default_value = "64MiB")]
+    max_record_bytes: String,
+    /// Drop JSON keys that are not in the schema instead of rejecting their records.
+    #[arg(long)]
+    ignore_unknown_keys: bool,
+    /// Replace invalid UTF-8 in text input with U+FFFD instead of rejecting the record.
+    #[arg(long)]
+    lossy_utf8: bool,
     #[command(flatten)]
     csv: CsvArgs,
 }
@@ -113,6 +124,18 @@ struct ConvertArgs {
     /// Most encoded bytes buffered for one Parquet row group (`16MiB`, `512k`, `1000000`).
     #[arg(long, default_value = "16MiB")]
     row_group_bytes: String,
+    /// What to do with a record that cannot be decoded: fail (default) or skip.
+    #[arg(long, value_name = "POLICY")]
+    on_error: Option<String>,
+    /// Write records that cannot be decoded to this JSONL file, and go on past them.
+    #[arg(long, value_name = "PATH")]
+    rejects: Option<String>,
+    /// Stop once more records are bad than this: a count (`100`) or a share (`0.5%`).
+    #[arg(long, value_name = "LIMIT")]
+    max_errors: Option<String>,
+    /// Write the summary as JSON to this file when the run succeeds.
+    #[arg(long, value_name = "PATH")]
+    stats_json: Option<String>,
     /// No progress bar and no summary.
     #[arg(short, long)]
     quiet: bool,
@@ -209,7 +232,7 @@ fn report(err: &anyhow::Error) -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Convert(args) => convert(args).await,
+        Command::Convert(args) => convert(*args).await,
         Command::Schema(args) => {
             let (location, options) = source_options(&args, aqueduct::DEFAULT_BATCH_SIZE)?;
             let batch = blocking(move || aqueduct::head(&location, &options, 1)).await?;
@@ -269,6 +292,9 @@ fn source_options(
         csv: csv_options(&args.csv)?,
         infer_rows: args.infer_rows.max(1),
         batch_size: batch_size.max(1),
+        max_record_bytes: parse_size(&args.max_record_bytes)? as usize,
+        ignore_unknown_keys: args.ignore_unknown_keys,
+        lossy_utf8: args.lossy_utf8,
         ..SourceOptions::default()
     };
     if let Some(from) = &args.from {
@@ -295,7 +321,11 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     .batch_size(args.batch_size)
     .parquet_compression(args.compression.parse::<ParquetCompression>()?)
     .row_group_rows(args.row_group_rows)
-    .row_group_bytes(parse_size(&args.row_group_bytes)? as usize);
+    .row_group_bytes(parse_size(&args.row_group_bytes)? as usize)
+    .max_record_bytes(parse_size(&args.input.max_record_bytes)? as usize)
+    .ignore_unknown_keys(args.input.ignore_unknown_keys)
+    .lossy_utf8(args.input.lossy_utf8);
+    job = error_policy(job, &args)?;
     if let Some(from) = &args.input.from {
         job = job.input_format(from.parse()?);
     }
@@ -314,6 +344,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
 
     let cancel = CancellationToken::new();
     job = job.cancel_token(cancel.clone());
+    let progress = job.progress();
     let progress_bar = (!args.quiet && std::io::stderr().is_terminal())
         .then(|| spawn_progress_bar(job.progress()));
     let signal = tokio::spawn(wait_for_signal(cancel.clone()));
@@ -329,6 +360,11 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
             if !args.quiet {
                 eprintln!("aqueduct: {summary}");
             }
+            if let Some(path) = &args.stats_json {
+                let text = format!("{:#}\n", summary.to_json());
+                std::fs::write(path, text)
+                    .with_context(|| format!("cannot write the stats file {path}"))?;
+            }
             Ok(0)
         }
         Err(aqueduct::Error::Cancelled) => {
@@ -337,7 +373,11 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
             } else {
                 130
             };
-            eprintln!("aqueduct: interrupted; no output was written");
+            eprintln!(
+                "aqueduct: interrupted after {} rows read, {} written; no output was left",
+                progress.rows_read(),
+                progress.rows_written()
+            );
             Ok(code)
         }
         Err(err) => {
@@ -345,6 +385,30 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
             Err(err.into())
         }
     }
+}
+
+/// Applies `--on-error`, `--rejects` and `--max-errors`.
+fn error_policy(mut job: Convert, args: &ConvertArgs) -> anyhow::Result<Convert> {
+    let on_error = args
+        .on_error
+        .as_deref()
+        .map(str::parse::<OnError>)
+        .transpose()?;
+    match (on_error, &args.rejects) {
+        (Some(OnError::Fail), Some(_)) => anyhow::bail!(aqueduct::Error::usage(
+            "--rejects goes on past bad records, --on-error fail stops at the first: pick one"
+        )),
+        (_, Some(path)) => job = job.rejects_to(path),
+        (Some(OnError::Reject), None) => anyhow::bail!(aqueduct::Error::usage(
+            "--on-error reject needs --rejects PATH"
+        )),
+        (Some(policy), None) => job = job.on_error(policy),
+        (None, None) => {}
+    }
+    if let Some(limit) = &args.max_errors {
+        job = job.max_errors(limit.parse::<ErrorLimit>()?);
+    }
+    Ok(job)
 }
 
 /// Cancels the run on SIGINT or SIGTERM; returns the exit code for the signal.
@@ -381,7 +445,11 @@ fn spawn_progress_bar(progress: Arc<Progress>) -> (ProgressBar, tokio::task::Joi
                 updated.set_length(progress.input_bytes());
             }
             updated.set_position(progress.bytes_read());
-            updated.set_message(format!("{} rows", progress.rows_read()));
+            let rejected = match progress.rows_rejected() {
+                0 => String::new(),
+                count => format!(", {count} rejected"),
+            };
+            updated.set_message(format!("{} rows{rejected}", progress.rows_read()));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });

@@ -52,14 +52,15 @@ impl Rejected {
         }
     }
 
-    /// One line of a rejects file: source file, line, byte offset, column, reason, and the
-    /// raw record (as `record` when it is UTF-8, else as `record_bytes`).
+    /// One line of a rejects file: source file, line, byte offset, column, value, reason,
+    /// and the raw record (as `record` when it is UTF-8, else as `record_bytes`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut object = serde_json::json!({
             "file": self.location,
             "line": self.line,
             "offset": self.offset,
             "column": self.column,
+            "value": self.value,
             "reason": self.reason,
         });
         match std::str::from_utf8(&self.record) {
@@ -256,29 +257,34 @@ impl Policy {
         if bad.is_empty() {
             return Ok(());
         }
-        for record in &bad {
+        let count_limit = match self.limit {
+            Some(ErrorLimit::Count(count)) => Some(count),
+            _ => None,
+        };
+        tracing::debug!(
+            rejected = bad.len(),
+            first_line = bad[0].line,
+            "records rejected"
+        );
+        for record in bad {
             self.rejected += 1;
             match self.on_error {
                 OnError::Fail => return Err(record.to_error()),
                 OnError::Skip => {}
                 OnError::Reject => {
                     if let Some(sink) = self.sink.as_mut() {
-                        sink.reject(record)?;
+                        sink.reject(&record)?;
                     }
                 }
             }
+            self.last = Some(record);
+            // A ratio is judged on the whole input, so only a count stops the run midway,
+            // at the first record past it.
+            if count_limit.is_some_and(|count| self.rejected > count) {
+                return self.check_limit(read);
+            }
         }
-        tracing::debug!(
-            rejected = bad.len(),
-            first_line = bad[0].line,
-            "records rejected"
-        );
-        self.last = bad.into_iter().last();
-        // A ratio is judged on the whole input, so only a count stops the run midway.
-        match self.limit {
-            Some(ErrorLimit::Count(_)) => self.check_limit(read),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// Checks the limit against `read` records; at the end of the input, for any limit.

@@ -209,13 +209,8 @@ impl CsvSource {
                     options.infer_rows + usize::from(csv.header),
                     &location,
                 )?;
-                let schema = infer_csv_schema(
-                    &location,
-                    without_bom(&sample),
-                    csv,
-                    csv.null_regex()?,
-                    options,
-                )?;
+                let clean = well_formed_csv(without_bom(&sample), csv);
+                let schema = infer_csv_schema(&location, &clean, csv, csv.null_regex()?, options)?;
                 reader = Box::new(Cursor::new(sample).chain(reader));
                 let origin = SchemaOrigin::Inferred {
                     rows: options.infer_rows,
@@ -238,6 +233,47 @@ impl CsvSource {
         };
         Ok(TextSource::new(location, framer, decoder, schema, text))
     }
+}
+
+/// The records of a CSV sample that are UTF-8 and have as many fields as the first,
+/// re-encoded in the same dialect: inference judges the good records, and the bad ones are
+/// rejected when decoded.
+fn well_formed_csv(sample: &[u8], csv: &CsvOptions) -> Vec<u8> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(csv.delimiter)
+        .quote(csv.quote)
+        .escape(csv.escape)
+        .from_reader(sample);
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(csv.delimiter)
+        .quote(csv.quote)
+        .from_writer(Vec::with_capacity(sample.len()));
+    let mut fields = None;
+    for record in reader.byte_records().map_while(std::result::Result::ok) {
+        let expected = *fields.get_or_insert(record.len());
+        let text = std::str::from_utf8(record.as_slice()).is_ok();
+        if record.len() == expected && text && writer.write_byte_record(&record).is_err() {
+            break;
+        }
+    }
+    writer.into_inner().unwrap_or_default()
+}
+
+/// The lines of a JSON Lines sample that hold one JSON object each: inference judges those,
+/// and the others are rejected when decoded.
+fn well_formed_json(sample: &[u8]) -> (Vec<u8>, Vec<serde_json::Value>) {
+    let mut clean = Vec::with_capacity(sample.len());
+    let mut objects = Vec::new();
+    for line in sample.split(|&byte| byte == b'\n') {
+        if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice(line) {
+            clean.extend_from_slice(line);
+            clean.push(b'\n');
+            objects.push(value);
+        }
+    }
+    (clean, objects)
 }
 
 /// The sample without a leading UTF-8 byte-order mark, which the framer also drops.
@@ -387,14 +423,14 @@ impl JsonSource {
             Some(schema) => (Arc::clone(schema), SchemaOrigin::Given),
             None => {
                 let sample = read_sample(reader.as_mut(), options.infer_rows, &location)?;
-                let lines = without_bom(&sample);
+                let (lines, objects) = well_formed_json(without_bom(&sample));
                 let (inferred, _) = arrow::json::reader::infer_json_schema(
-                    Cursor::new(lines),
+                    Cursor::new(&lines),
                     Some(options.infer_rows),
                 )
                 .map_err(schema_error)?;
-                let inferred = order_as_in_sample(&inferred, lines);
-                let text = decode_json_sample(lines, &inferred, options.infer_rows);
+                let inferred = order_as_in_sample(&inferred, &objects);
+                let text = decode_json_sample(&lines, &inferred, options.infer_rows);
                 let schema = Arc::new(normalize_schema(&inferred, text.as_ref()));
                 reader = Box::new(Cursor::new(sample).chain(reader));
                 let origin = SchemaOrigin::Inferred {
@@ -427,12 +463,10 @@ impl JsonSource {
 
 /// Puts the fields of an inferred JSON schema, at every level of nesting, in the order in
 /// which their keys first appear in the sample; arrow-json's inference sorts them by name.
-fn order_as_in_sample(schema: &Schema, sample: &[u8]) -> Schema {
+fn order_as_in_sample(schema: &Schema, sample: &[serde_json::Value]) -> Schema {
     let mut order = KeyOrder::default();
-    for line in sample.split(|&byte| byte == b'\n') {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(line) {
-            order.observe(&value);
-        }
+    for value in sample {
+        order.observe(value);
     }
     let fields = order.apply(schema.fields());
     Schema::new_with_metadata(fields, schema.metadata().clone())

@@ -437,9 +437,12 @@ fn build_json(
     batch_size: usize,
     ignore_unknown_keys: bool,
 ) -> Result<arrow::json::reader::Decoder, ArrowError> {
+    // A number or boolean in a text column is kept as its JSON text: inference picks text
+    // for a key whose values mix strings and numbers, and nothing is lost by the widening.
     arrow::json::ReaderBuilder::new(Arc::clone(schema))
         .with_batch_size(batch_size)
         .with_strict_mode(!ignore_unknown_keys)
+        .with_coerce_primitive(true)
         .build_decoder()
 }
 
@@ -465,9 +468,6 @@ impl ChunkDecoder for JsonDecoder {
         };
         let message = error.to_string();
         let message = message.strip_prefix("Json error: ").unwrap_or(&message);
-        let Some(column) = quoted_after(message, "whilst decoding field '") else {
-            return Diagnosis::reason(message.to_owned());
-        };
         if let Some(unknown) = quoted_after(message, "column '")
             && message.contains("missing from schema")
         {
@@ -481,6 +481,9 @@ impl ChunkDecoder for JsonDecoder {
                     .to_owned(),
             };
         }
+        let Some(column) = quoted_after(message, "whilst decoding field '") else {
+            return Diagnosis::reason(message.to_owned());
+        };
         let expected = self
             .schema
             .field_with_name(&column)
