@@ -38,6 +38,7 @@
 pub mod error;
 pub mod format;
 pub mod generate;
+pub mod infer;
 pub mod pipeline;
 pub mod records;
 pub mod rejects;

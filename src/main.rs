@@ -62,9 +62,12 @@ struct InputArgs {
     /// Input schema as a SQL column list (`id BIGINT, email VARCHAR`), or `@FILE` holding one.
     #[arg(long)]
     schema: Option<String>,
-    /// Records sampled to infer the schema.
-    #[arg(long, default_value_t = aqueduct::source::DEFAULT_INFER_ROWS)]
-    infer_rows: usize,
+    /// Records sampled to infer the schema, or `all` for a full pass over a file first.
+    #[arg(long, default_value_t = aqueduct::source::DEFAULT_INFER_ROWS.to_string())]
+    infer_rows: String,
+    /// Widen inferred types so later values fit: `float` (integers) or `text` (all scalars).
+    #[arg(long, default_value = "none")]
+    widen: String,
     /// The longest record a text input may hold (`64MiB`).
     #[arg(long, default_value = "64MiB")]
     max_record_bytes: String,
@@ -276,6 +279,17 @@ fn csv_options(args: &CsvArgs) -> anyhow::Result<CsvOptions> {
     Ok(csv)
 }
 
+/// `--infer-rows`: a count, or `all`.
+fn infer_rows(text: &str) -> anyhow::Result<usize> {
+    if text == "all" {
+        return Ok(aqueduct::infer::INFER_ALL_ROWS);
+    }
+    let rows: usize = text.parse().map_err(|_| {
+        aqueduct::Error::usage(format!("--infer-rows takes a count or `all`, not `{text}`"))
+    })?;
+    Ok(rows.max(1))
+}
+
 fn schema_text(spec: &str) -> anyhow::Result<String> {
     match spec.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
@@ -290,7 +304,8 @@ fn source_options(
 ) -> anyhow::Result<(Location, SourceOptions)> {
     let mut options = SourceOptions {
         csv: csv_options(&args.csv)?,
-        infer_rows: args.infer_rows.max(1),
+        infer_rows: infer_rows(&args.infer_rows)?,
+        widen: args.widen.parse()?,
         batch_size: batch_size.max(1),
         max_record_bytes: parse_size(&args.max_record_bytes)? as usize,
         ignore_unknown_keys: args.ignore_unknown_keys,
@@ -317,7 +332,8 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     )
     .input_csv(csv.clone())
     .output_csv(csv)
-    .infer_rows(args.input.infer_rows)
+    .infer_rows(infer_rows(&args.input.infer_rows)?)
+    .widen(args.input.widen.parse()?)
     .batch_size(args.batch_size)
     .parquet_compression(args.compression.parse::<ParquetCompression>()?)
     .row_group_rows(args.row_group_rows)

@@ -282,9 +282,16 @@ impl Convert {
     }
 
     /// How many records schema inference samples (default
-    /// [`DEFAULT_INFER_ROWS`](crate::source::DEFAULT_INFER_ROWS)).
+    /// [`DEFAULT_INFER_ROWS`](crate::source::DEFAULT_INFER_ROWS));
+    /// [`INFER_ALL_ROWS`](crate::infer::INFER_ALL_ROWS) reads the whole file first.
     pub fn infer_rows(mut self, rows: usize) -> Self {
         self.source.infer_rows = rows.max(1);
+        self
+    }
+
+    /// Widens inferred types so that values past the sample still fit.
+    pub fn widen(mut self, widen: crate::infer::Widen) -> Self {
+        self.source.widen = widen;
         self
     }
 

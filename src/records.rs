@@ -316,6 +316,19 @@ impl Framer {
     }
 }
 
+/// The length of the longest prefix of `bytes` that holds only whole records: a last record
+/// whose quoted field never closes is cut off.
+pub fn whole_records_prefix(bytes: &[u8], syntax: Syntax) -> usize {
+    let reader = Box::new(std::io::Cursor::new(bytes.to_vec()));
+    let mut framer = Framer::new(String::new(), reader, syntax, usize::MAX);
+    while let Ok(Some(chunk)) = framer.next_chunk(1 << 16) {
+        if let Some(broken) = chunk.broken {
+            return broken.span.offset as usize;
+        }
+    }
+    bytes.len()
+}
+
 fn scan(syntax: Syntax, bytes: &[u8], at_eof: bool) -> Scan {
     match syntax {
         Syntax::Lines => scan_line(bytes, at_eof),

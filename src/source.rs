@@ -12,17 +12,18 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{Array, RecordBatch, RecordBatchReader, StringArray};
+use arrow::array::{RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location, StreamCompression};
+use crate::infer::{self, Widen};
 use crate::records::{DEFAULT_MAX_RECORD_BYTES, Framer, Syntax};
 use crate::rejects::Rejected;
 use crate::text::{CsvDecoder, JsonDecoder, SchemaOrigin, TextOptions, TextSource};
@@ -61,8 +62,11 @@ pub struct SourceOptions {
     pub csv: CsvOptions,
     /// A schema to use instead of inferring one.
     pub schema: Option<SchemaRef>,
-    /// How many records schema inference samples.
+    /// How many records schema inference samples;
+    /// [`INFER_ALL_ROWS`](crate::infer::INFER_ALL_ROWS) reads the whole file first.
     pub infer_rows: usize,
+    /// How inferred types are widened.
+    pub widen: Widen,
     /// Rows per batch.
     pub batch_size: usize,
     /// The longest record a text source holds, in bytes; a longer one is an error.
@@ -80,6 +84,7 @@ impl Default for SourceOptions {
             csv: CsvOptions::default(),
             schema: None,
             infer_rows: DEFAULT_INFER_ROWS,
+            widen: Widen::None,
             batch_size: crate::DEFAULT_BATCH_SIZE,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             ignore_unknown_keys: false,
@@ -119,13 +124,11 @@ pub fn open_source(
             if location.is_tsv() && options.format.is_none() && csv.delimiter == b',' {
                 csv.delimiter = b'\t';
             }
-            CsvSource::open(location.input_name(), reader, &csv, options)
-                .map(|source| Box::new(source) as _)
+            CsvSource::open(location, reader, &csv, options).map(|source| Box::new(source) as _)
         }
         Format::Jsonl => {
             let reader = open_bytes(location, bytes_read)?;
-            JsonSource::open(location.input_name(), reader, options)
-                .map(|source| Box::new(source) as _)
+            JsonSource::open(location, reader, options).map(|source| Box::new(source) as _)
         }
         Format::Parquet => ParquetSource::open(location, options, bytes_read),
         Format::Ipc => open_ipc(location, options, bytes_read),
@@ -133,7 +136,10 @@ pub fn open_source(
 }
 
 /// Opens the raw bytes of `location`, counted and decompressed, behind a large buffer.
-fn open_bytes(location: &Location, bytes_read: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>> {
+pub(crate) fn open_bytes(
+    location: &Location,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>> {
     let raw: Box<dyn Read + Send> = match location {
         Location::Path(path) => {
             Box::new(File::open(path).map_err(|err| Error::io(location.input_name(), err))?)
@@ -174,50 +180,24 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Reads up to `lines` lines from the front of `reader`, for schema inference.
-///
-/// The caller puts the sample back in front of the rest of the stream, so that inference on
-/// stdin or a compressed stream loses nothing.
-fn read_sample(reader: &mut dyn BufRead, lines: usize, location: &str) -> Result<Vec<u8>> {
-    let mut sample = Vec::new();
-    for _ in 0..lines {
-        let read = reader
-            .read_until(b'\n', &mut sample)
-            .map_err(|err| Error::io(location, err))?;
-        if read == 0 {
-            break;
-        }
-    }
-    Ok(sample)
-}
-
 /// CSV through arrow-csv's push decoder, a chunk of whole records at a time.
 struct CsvSource;
 
 impl CsvSource {
     fn open(
-        location: String,
-        mut reader: Box<dyn BufRead + Send>,
+        location: &Location,
+        reader: Box<dyn BufRead + Send>,
         csv: &CsvOptions,
         options: &SourceOptions,
     ) -> Result<TextSource<CsvDecoder>> {
-        let (schema, origin) = match &options.schema {
-            Some(schema) => (Arc::clone(schema), SchemaOrigin::Given),
+        let (schema, reader, origin) = match &options.schema {
+            Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
-                let sample = read_sample(
-                    reader.as_mut(),
-                    options.infer_rows + usize::from(csv.header),
-                    &location,
-                )?;
-                let clean = well_formed_csv(without_bom(&sample), csv);
-                let schema = infer_csv_schema(&location, &clean, csv, csv.null_regex()?, options)?;
-                reader = Box::new(Cursor::new(sample).chain(reader));
-                let origin = SchemaOrigin::Inferred {
-                    rows: options.infer_rows,
-                };
-                (schema, origin)
+                let (schema, reader) = infer::csv_schema(location, reader, csv, options)?;
+                (schema, reader, SchemaOrigin::inferred(options.infer_rows))
             }
         };
+        let location = location.input_name();
 
         let syntax = Syntax::Csv {
             delimiter: csv.delimiter,
@@ -235,210 +215,23 @@ impl CsvSource {
     }
 }
 
-/// The records of a CSV sample that are UTF-8 and have as many fields as the first,
-/// re-encoded in the same dialect: inference judges the good records, and the bad ones are
-/// rejected when decoded.
-fn well_formed_csv(sample: &[u8], csv: &CsvOptions) -> Vec<u8> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(csv.delimiter)
-        .quote(csv.quote)
-        .escape(csv.escape)
-        .from_reader(sample);
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(csv.delimiter)
-        .quote(csv.quote)
-        .from_writer(Vec::with_capacity(sample.len()));
-    let mut fields = None;
-    for record in reader.byte_records().map_while(std::result::Result::ok) {
-        let expected = *fields.get_or_insert(record.len());
-        let text = std::str::from_utf8(record.as_slice()).is_ok();
-        if record.len() == expected && text && writer.write_byte_record(&record).is_err() {
-            break;
-        }
-    }
-    writer.into_inner().unwrap_or_default()
-}
-
-/// The lines of a JSON Lines sample that hold one JSON object each: inference judges those,
-/// and the others are rejected when decoded.
-fn well_formed_json(sample: &[u8]) -> (Vec<u8>, Vec<serde_json::Value>) {
-    let mut clean = Vec::with_capacity(sample.len());
-    let mut objects = Vec::new();
-    for line in sample.split(|&byte| byte == b'\n') {
-        if let Ok(value @ serde_json::Value::Object(_)) = serde_json::from_slice(line) {
-            clean.extend_from_slice(line);
-            clean.push(b'\n');
-            objects.push(value);
-        }
-    }
-    (clean, objects)
-}
-
-/// The sample without a leading UTF-8 byte-order mark, which the framer also drops.
-fn without_bom(sample: &[u8]) -> &[u8] {
-    sample.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(sample)
-}
-
-fn csv_format(csv: &CsvOptions, null_regex: Option<regex::Regex>) -> arrow::csv::reader::Format {
-    let mut format = arrow::csv::reader::Format::default()
-        .with_header(csv.header)
-        .with_delimiter(csv.delimiter)
-        .with_quote(csv.quote);
-    if let Some(escape) = csv.escape {
-        format = format.with_escape(escape);
-    }
-    if let Some(regex) = null_regex {
-        format = format.with_null_regex(regex);
-    }
-    format
-}
-
-fn infer_csv_schema(
-    location: &str,
-    sample: &[u8],
-    csv: &CsvOptions,
-    null_regex: Option<regex::Regex>,
-    options: &SourceOptions,
-) -> Result<SchemaRef> {
-    let schema_error = |err: ArrowError| Error::Schema {
-        location: location.to_owned(),
-        message: err.to_string(),
-    };
-    let format = csv_format(csv, null_regex.clone());
-    let (schema, _) = format
-        .infer_schema(Cursor::new(sample), Some(options.infer_rows))
-        .map_err(schema_error)?;
-    reject_duplicate_columns(location, &schema)?;
-
-    // arrow-csv leaves ISO timestamps with a zone suffix (`...Z`, `+02:00`) as text; read the
-    // sample again as text and promote the columns whose every value is a timestamp.
-    let text_schema = Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|field| Field::new(field.name(), DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ));
-    let mut builder = arrow::csv::ReaderBuilder::new(text_schema)
-        .with_format(format)
-        .with_batch_size(options.infer_rows.max(1));
-    if let Some(regex) = null_regex {
-        builder = builder.with_null_regex(regex);
-    }
-    let mut reader = builder.build(Cursor::new(sample)).map_err(schema_error)?;
-    let text = match reader.next() {
-        Some(Ok(batch)) => Some(batch),
-        // A sample cut inside a quoted field can end in a broken record; inference above has
-        // already judged the rest, so keep its types.
-        Some(Err(_)) | None => None,
-    };
-    Ok(Arc::new(normalize_schema(&schema, text.as_ref())))
-}
-
-fn reject_duplicate_columns(location: &str, schema: &Schema) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    for field in schema.fields() {
-        if !seen.insert(field.name()) {
-            return Err(Error::Schema {
-                location: location.to_owned(),
-                message: format!(
-                    "the header names column `{}` twice; rename one or give --schema",
-                    field.name()
-                ),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Timestamps become microseconds in UTC, and text columns whose sampled values are all
-/// timestamps become timestamps.
-fn normalize_schema(schema: &Schema, sample: Option<&RecordBatch>) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(index, field)| {
-            let field = field.as_ref().clone();
-            match field.data_type() {
-                DataType::Timestamp(_, _) => field.with_data_type(utc_micros()),
-                DataType::Utf8 => {
-                    let column = sample.and_then(|batch| batch.columns().get(index));
-                    match column {
-                        Some(column) if all_timestamps(column.as_ref()) => {
-                            field.with_data_type(utc_micros())
-                        }
-                        _ => field,
-                    }
-                }
-                _ => field,
-            }
-        })
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-fn utc_micros() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-}
-
-/// True when the column has at least one value and every non-null value is a date with a
-/// time of day (`2024-03-01T12:00:00Z`, `2024-03-01 12:00:00.123+01:00`, ...).
-fn all_timestamps(column: &dyn Array) -> bool {
-    let Some(strings) = column.as_any().downcast_ref::<StringArray>() else {
-        return false;
-    };
-    let mut seen = false;
-    for value in strings.iter().flatten() {
-        let looks_like = value.len() >= 16
-            && value.as_bytes()[4] == b'-'
-            && matches!(value.as_bytes()[10], b'T' | b' ')
-            && value.contains(':');
-        if !looks_like
-            || arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(value).is_err()
-        {
-            return false;
-        }
-        seen = true;
-    }
-    seen
-}
-
 /// JSON Lines through arrow-json's push decoder, a chunk of whole lines at a time.
 struct JsonSource;
 
 impl JsonSource {
     fn open(
-        location: String,
-        mut reader: Box<dyn BufRead + Send>,
+        location: &Location,
+        reader: Box<dyn BufRead + Send>,
         options: &SourceOptions,
     ) -> Result<TextSource<JsonDecoder>> {
-        let schema_error = |err: ArrowError| Error::Schema {
-            location: location.clone(),
-            message: err.to_string(),
-        };
-        let (schema, origin) = match &options.schema {
-            Some(schema) => (Arc::clone(schema), SchemaOrigin::Given),
+        let (schema, reader, origin) = match &options.schema {
+            Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
-                let sample = read_sample(reader.as_mut(), options.infer_rows, &location)?;
-                let (lines, objects) = well_formed_json(without_bom(&sample));
-                let (inferred, _) = arrow::json::reader::infer_json_schema(
-                    Cursor::new(&lines),
-                    Some(options.infer_rows),
-                )
-                .map_err(schema_error)?;
-                let inferred = order_as_in_sample(&inferred, &objects);
-                let text = decode_json_sample(&lines, &inferred, options.infer_rows);
-                let schema = Arc::new(normalize_schema(&inferred, text.as_ref()));
-                reader = Box::new(Cursor::new(sample).chain(reader));
-                let origin = SchemaOrigin::Inferred {
-                    rows: options.infer_rows,
-                };
-                (schema, origin)
+                let (schema, reader) = infer::json_schema(location, reader, options)?;
+                (schema, reader, SchemaOrigin::inferred(options.infer_rows))
             }
         };
+        let location = location.input_name();
 
         let framer = Framer::new(
             location.clone(),
@@ -459,91 +252,6 @@ impl JsonSource {
         };
         Ok(TextSource::new(location, framer, decoder, schema, text))
     }
-}
-
-/// Puts the fields of an inferred JSON schema, at every level of nesting, in the order in
-/// which their keys first appear in the sample; arrow-json's inference sorts them by name.
-fn order_as_in_sample(schema: &Schema, sample: &[serde_json::Value]) -> Schema {
-    let mut order = KeyOrder::default();
-    for value in sample {
-        order.observe(value);
-    }
-    let fields = order.apply(schema.fields());
-    Schema::new_with_metadata(fields, schema.metadata().clone())
-}
-
-/// The order in which object keys first appear, per level of nesting. Elements of an array
-/// share one node, as they share one item type.
-#[derive(Debug, Default)]
-struct KeyOrder {
-    keys: Vec<(String, KeyOrder)>,
-    positions: std::collections::HashMap<String, usize>,
-}
-
-impl KeyOrder {
-    fn observe(&mut self, value: &serde_json::Value) {
-        match value {
-            serde_json::Value::Object(object) => {
-                for (key, child) in object {
-                    let position = match self.positions.get(key) {
-                        Some(&position) => position,
-                        None => {
-                            self.positions.insert(key.clone(), self.keys.len());
-                            self.keys.push((key.clone(), KeyOrder::default()));
-                            self.keys.len() - 1
-                        }
-                    };
-                    self.keys[position].1.observe(child);
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|item| self.observe(item)),
-            _ => {}
-        }
-    }
-
-    fn child(&self, key: &str) -> Option<&KeyOrder> {
-        self.positions
-            .get(key)
-            .map(|&position| &self.keys[position].1)
-    }
-
-    fn apply(&self, fields: &arrow::datatypes::Fields) -> Vec<Field> {
-        let empty = KeyOrder::default();
-        let mut ordered: Vec<Field> = fields
-            .iter()
-            .map(|field| reorder_nested(field, self.child(field.name()).unwrap_or(&empty)))
-            .collect();
-        ordered.sort_by_key(|field| {
-            self.positions
-                .get(field.name())
-                .copied()
-                .unwrap_or(usize::MAX)
-        });
-        ordered
-    }
-}
-
-fn reorder_nested(field: &Field, order: &KeyOrder) -> Field {
-    match field.data_type() {
-        DataType::Struct(children) => field
-            .clone()
-            .with_data_type(DataType::Struct(order.apply(children).into())),
-        DataType::List(item) => {
-            let item = reorder_nested(item, order);
-            field.clone().with_data_type(DataType::List(Arc::new(item)))
-        }
-        _ => field.clone(),
-    }
-}
-
-/// Decodes the inference sample with the inferred schema, to look at its text values.
-fn decode_json_sample(sample: &[u8], schema: &Schema, rows: usize) -> Option<RecordBatch> {
-    let reader = arrow::json::ReaderBuilder::new(Arc::new(schema.clone()))
-        .with_batch_size(rows.max(1))
-        .build(Cursor::new(sample))
-        .ok()?;
-    let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().ok()?;
-    concat_batches(&Arc::new(schema.clone()), &batches).ok()
 }
 
 /// Parquet through the parquet crate's synchronous reader.
@@ -763,6 +471,8 @@ impl<I: Iterator<Item = Result<RecordBatch, ArrowError>>> Rebatch<I> {
 mod tests {
     use super::*;
     use arrow::array::Int32Array;
+    use arrow::datatypes::DataType;
+    use std::io::Cursor;
 
     fn batch(values: std::ops::Range<i32>) -> RecordBatch {
         RecordBatch::try_from_iter(vec![(
@@ -798,25 +508,11 @@ mod tests {
             ..SourceOptions::default()
         };
         let mut source =
-            CsvSource::open("<test>".into(), reader, &CsvOptions::default(), &options).unwrap();
+            CsvSource::open(&Location::Std, reader, &CsvOptions::default(), &options).unwrap();
         let first = source.next_batch().unwrap().unwrap();
         let second = source.next_batch().unwrap().unwrap();
         assert_eq!((first.num_rows(), second.num_rows()), (2, 1));
         assert!(source.next_batch().unwrap().is_none());
         assert_eq!(source.schema().field(0).data_type(), &DataType::Int64);
-    }
-
-    #[test]
-    fn zoned_iso_text_is_inferred_as_utc_micros() {
-        let text = "at\n2024-01-05T10:00:00Z\n2024-01-05T11:30:00.5+01:00\n";
-        let schema = infer_csv_schema(
-            "<test>",
-            text.as_bytes(),
-            &CsvOptions::default(),
-            None,
-            &SourceOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(schema.field(0).data_type(), &utc_micros());
     }
 }

@@ -68,17 +68,33 @@ pub enum SchemaOrigin {
         /// How many records the inference sampled.
         rows: usize,
     },
+    /// The schema was inferred from every record of the input.
+    InferredFromAll,
     /// The user gave the schema.
     Given,
 }
 
 impl SchemaOrigin {
+    /// The origin of a schema inferred with `infer_rows`.
+    pub fn inferred(infer_rows: usize) -> Self {
+        match infer_rows {
+            crate::infer::INFER_ALL_ROWS => SchemaOrigin::InferredFromAll,
+            rows => SchemaOrigin::Inferred { rows },
+        }
+    }
+
     fn hint(self) -> String {
         match self {
             SchemaOrigin::Inferred { rows } => format!(
                 "the schema was inferred from the first {rows} records; give the column's \
-                 type with --schema, or sample more with --infer-rows"
+                 type with --schema, infer from every record with --infer-rows all, or \
+                 widen inferred types with --widen"
             ),
+            SchemaOrigin::InferredFromAll => {
+                "the value does not fit the type inferred from every record; give the \
+                 column's type with --schema"
+                    .to_owned()
+            }
             SchemaOrigin::Given => "the type comes from --schema".to_owned(),
         }
     }

@@ -431,3 +431,71 @@ fn a_header_that_repeats_a_name_is_a_schema_error() {
     assert_eq!(result.status.code(), Some(3));
     assert!(stderr.contains("names column `id` twice"), "{stderr}");
 }
+
+/// 20,000 integer amounts, then a float and a word past the inference sample.
+fn drifting_csv(dir: &Path, tail: &[&str]) -> PathBuf {
+    let mut text = String::from("id,amount\n");
+    for id in 0..20_000 {
+        text.push_str(&format!("{id},{}\n", id * 2));
+    }
+    for (offset, amount) in tail.iter().enumerate() {
+        text.push_str(&format!("{},{amount}\n", 20_000 + offset));
+    }
+    let path = dir.join("drift.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn a_value_past_the_sample_is_never_nulled_and_the_error_suggests_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = drifting_csv(dir.path(), &["2.5", "x"]);
+    let output = dir.path().join("out.parquet");
+    let failed = aqueduct(&["convert", input.to_str().unwrap(), output.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(3));
+    assert!(
+        stderr.contains("line 20002 (byte ")
+            && stderr.contains("column amount, value \"2.5\"")
+            && stderr.contains("--infer-rows all"),
+        "{stderr}"
+    );
+
+    aqueduct_ok(&[
+        "convert",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--infer-rows",
+        "all",
+    ]);
+    let stored = read_parquet(&output);
+    assert_eq!(stored.num_rows(), 20_002);
+    let amounts = arrow::array::AsArray::as_string::<i32>(stored.column(1));
+    assert_eq!(
+        (
+            amounts.value(1),
+            amounts.value(20_000),
+            amounts.value(20_001)
+        ),
+        ("2", "2.5", "x")
+    );
+}
+
+#[test]
+fn widening_to_float_keeps_a_late_float() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = drifting_csv(dir.path(), &["2.5"]);
+    let output = dir.path().join("out.parquet");
+    aqueduct_ok(&[
+        "convert",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+        "--widen",
+        "float",
+    ]);
+    let stored = read_parquet(&output);
+    let amounts =
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Float64Type>(stored.column(1));
+    assert_eq!(amounts.len(), 20_001);
+    assert_eq!((amounts.value(3), amounts.value(20_000)), (6.0, 2.5));
+}
