@@ -23,7 +23,7 @@ use arrow::error::ArrowError;
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Location};
 use crate::records::{Syntax, whole_records_prefix};
-use crate::source::{SourceOptions, open_bytes};
+use crate::source::{SourceOptions, TextInput, open_bytes};
 
 /// `infer_rows` that asks for a full pass over the input instead of a sample.
 pub const INFER_ALL_ROWS: usize = usize::MAX;
@@ -90,22 +90,23 @@ impl Replay {
 /// full pass checks that the input can be read twice. Returns the replay and the reader the
 /// decoder should go on with.
 fn prepare(
-    location: &Location,
+    input: &TextInput,
     mut reader: Box<dyn BufRead + Send>,
     lines: usize,
     syntax: Syntax,
     options: &SourceOptions,
 ) -> Result<(Replay, Box<dyn BufRead + Send>)> {
     if options.infer_rows == INFER_ALL_ROWS {
-        if location.path().is_none() {
-            return Err(Error::usage(
-                "--infer-rows all reads the input twice and needs a file; stdin can only be \
-                 sampled (--infer-rows N) or described (--schema)",
-            ));
-        }
-        return Ok((Replay::File(location.clone()), reader));
+        let Some(file) = &input.file else {
+            return Err(Error::usage(format!(
+                "{}: --infer-rows all reads the input twice and needs a file; a stream can \
+                 only be sampled (--infer-rows N) or described (--schema)",
+                input.name
+            )));
+        };
+        return Ok((Replay::File(file.clone()), reader));
     }
-    let sample = read_sample(reader.as_mut(), lines, &location.input_name())?;
+    let sample = read_sample(reader.as_mut(), lines, &input.name)?;
     // A sample cut inside a quoted field ends in a broken record; leave it to the decoder.
     let whole = whole_records_prefix(&sample, syntax);
     let replay = Replay::Sample(sample[..whole].to_vec());
@@ -132,19 +133,19 @@ fn max_records(options: &SourceOptions) -> Option<usize> {
 
 /// Infers the schema of CSV input in the dialect `csv`; returns it with the reader to decode.
 pub(crate) fn csv_schema(
-    location: &Location,
+    input: &TextInput,
     reader: Box<dyn BufRead + Send>,
     csv: &CsvOptions,
     options: &SourceOptions,
 ) -> Result<(SchemaRef, Box<dyn BufRead + Send>)> {
-    let name = location.input_name();
+    let name = input.name.clone();
     let lines = options.infer_rows.saturating_add(usize::from(csv.header));
     let syntax = Syntax::Csv {
         delimiter: csv.delimiter,
         quote: csv.quote,
         escape: csv.escape,
     };
-    let (replay, reader) = prepare(location, reader, lines, syntax, options)?;
+    let (replay, reader) = prepare(input, reader, lines, syntax, options)?;
     let schema_error = |err: ArrowError| Error::Schema {
         location: name.clone(),
         message: err.to_string(),
@@ -183,12 +184,12 @@ pub(crate) fn csv_schema(
 
 /// Infers the schema of JSON Lines input; returns it with the reader to decode.
 pub(crate) fn json_schema(
-    location: &Location,
+    input: &TextInput,
     reader: Box<dyn BufRead + Send>,
     options: &SourceOptions,
 ) -> Result<(SchemaRef, Box<dyn BufRead + Send>)> {
-    let name = location.input_name();
-    let (replay, reader) = prepare(location, reader, options.infer_rows, Syntax::Lines, options)?;
+    let name = input.name.clone();
+    let (replay, reader) = prepare(input, reader, options.infer_rows, Syntax::Lines, options)?;
     let schema_error = |err: ArrowError| Error::Schema {
         location: name.clone(),
         message: err.to_string(),
@@ -544,8 +545,11 @@ mod tests {
 
     fn infer_csv(text: &str, options: &SourceOptions) -> SchemaRef {
         let reader: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
-        let location = Location::Std;
-        csv_schema(&location, reader, &CsvOptions::default(), options)
+        let input = TextInput {
+            name: "<test>".to_owned(),
+            file: None,
+        };
+        csv_schema(&input, reader, &CsvOptions::default(), options)
             .unwrap()
             .0
     }
@@ -600,7 +604,11 @@ mod tests {
             infer_rows: INFER_ALL_ROWS,
             ..SourceOptions::default()
         };
-        let err = csv_schema(&Location::Std, reader, &CsvOptions::default(), &options)
+        let input = TextInput {
+            name: "<test>".to_owned(),
+            file: None,
+        };
+        let err = csv_schema(&input, reader, &CsvOptions::default(), &options)
             .map(|_| ())
             .unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");

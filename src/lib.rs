@@ -54,8 +54,13 @@ pub use format::{CsvOptions, Format, Location, StreamCompression};
 pub use pipeline::{Convert, Progress, Summary};
 pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
-pub use source::{BatchSource, SourceOptions, open_source};
+pub use source::{BatchSource, SourceOptions, open_reader, open_source};
 pub use tokio_util::sync::CancellationToken;
+
+/// The README's examples, compiled as doctests so that they keep up with the API.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;
 
 /// Rows per batch unless set otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;

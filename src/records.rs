@@ -245,8 +245,10 @@ impl Framer {
                 self.fill()?;
                 continue;
             }
+            // JSON Lines end lines at `\n` alone; CSV also at `\r\n` and a lone `\r`.
             let crlf = byte == b'\r' && self.buffer.get(position + 1) == Some(&b'\n');
-            if byte == b'\n' || (byte == b'\r' && !crlf) {
+            let lone_cr = byte == b'\r' && !crlf && matches!(self.syntax, Syntax::Csv { .. });
+            if byte == b'\n' || lone_cr {
                 *line += 1;
             }
             position += 1;

@@ -124,14 +124,46 @@ pub fn open_source(
             if location.is_tsv() && options.format.is_none() && csv.delimiter == b',' {
                 csv.delimiter = b'\t';
             }
-            CsvSource::open(location, reader, &csv, options).map(|source| Box::new(source) as _)
+            CsvSource::open(&TextInput::of(location), reader, &csv, options)
+                .map(|source| Box::new(source) as _)
         }
         Format::Jsonl => {
             let reader = open_bytes(location, bytes_read)?;
-            JsonSource::open(location, reader, options).map(|source| Box::new(source) as _)
+            JsonSource::open(&TextInput::of(location), reader, options)
+                .map(|source| Box::new(source) as _)
         }
         Format::Parquet => ParquetSource::open(location, options, bytes_read),
         Format::Ipc => open_ipc(location, options, bytes_read),
+    }
+}
+
+/// Opens a source over any reader of CSV or JSON Lines text (not compressed), named `name`
+/// in errors: for bytes that do not come from a file, such as a network body.
+///
+/// Fails for formats that need a file (Parquet, the Arrow IPC file format) and when the
+/// schema cannot be inferred.
+pub fn open_reader(
+    name: &str,
+    reader: Box<dyn BufRead + Send>,
+    format: Format,
+    options: &SourceOptions,
+) -> Result<Box<dyn BatchSource>> {
+    if options.batch_size == 0 {
+        return Err(Error::usage("batch size must be at least 1"));
+    }
+    let input = TextInput {
+        name: name.to_owned(),
+        file: None,
+    };
+    match format {
+        Format::Csv => CsvSource::open(&input, reader, &options.csv, options)
+            .map(|source| Box::new(source) as _),
+        Format::Jsonl => {
+            JsonSource::open(&input, reader, options).map(|source| Box::new(source) as _)
+        }
+        Format::Parquet | Format::Ipc => Err(Error::usage(format!(
+            "{name}: only CSV and JSON Lines can be read from a stream here"
+        ))),
     }
 }
 
@@ -180,12 +212,27 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// A text input: its name for errors, and the file to read again for a full inference pass.
+pub(crate) struct TextInput {
+    pub(crate) name: String,
+    pub(crate) file: Option<Location>,
+}
+
+impl TextInput {
+    fn of(location: &Location) -> Self {
+        TextInput {
+            name: location.input_name(),
+            file: location.path().map(|_| location.clone()),
+        }
+    }
+}
+
 /// CSV through arrow-csv's push decoder, a chunk of whole records at a time.
 struct CsvSource;
 
 impl CsvSource {
     fn open(
-        location: &Location,
+        input: &TextInput,
         reader: Box<dyn BufRead + Send>,
         csv: &CsvOptions,
         options: &SourceOptions,
@@ -193,11 +240,11 @@ impl CsvSource {
         let (schema, reader, origin) = match &options.schema {
             Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
-                let (schema, reader) = infer::csv_schema(location, reader, csv, options)?;
+                let (schema, reader) = infer::csv_schema(input, reader, csv, options)?;
                 (schema, reader, SchemaOrigin::inferred(options.infer_rows))
             }
         };
-        let location = location.input_name();
+        let location = input.name.clone();
 
         let syntax = Syntax::Csv {
             delimiter: csv.delimiter,
@@ -220,18 +267,18 @@ struct JsonSource;
 
 impl JsonSource {
     fn open(
-        location: &Location,
+        input: &TextInput,
         reader: Box<dyn BufRead + Send>,
         options: &SourceOptions,
     ) -> Result<TextSource<JsonDecoder>> {
         let (schema, reader, origin) = match &options.schema {
             Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
-                let (schema, reader) = infer::json_schema(location, reader, options)?;
+                let (schema, reader) = infer::json_schema(input, reader, options)?;
                 (schema, reader, SchemaOrigin::inferred(options.infer_rows))
             }
         };
-        let location = location.input_name();
+        let location = input.name.clone();
 
         let framer = Framer::new(
             location.clone(),
@@ -507,8 +554,13 @@ mod tests {
             batch_size: 2,
             ..SourceOptions::default()
         };
-        let mut source =
-            CsvSource::open(&Location::Std, reader, &CsvOptions::default(), &options).unwrap();
+        let mut source = CsvSource::open(
+            &TextInput::of(&Location::Std),
+            reader,
+            &CsvOptions::default(),
+            &options,
+        )
+        .unwrap();
         let first = source.next_batch().unwrap().unwrap();
         let second = source.next_batch().unwrap().unwrap();
         assert_eq!((first.num_rows(), second.num_rows()), (2, 1));

@@ -41,7 +41,10 @@ fn write_csv(rows: &[Row]) -> Vec<u8> {
         .from_writer(Vec::new());
     writer.write_record(["id", "name", "amount"]).unwrap();
     for row in rows {
-        let amount = row.amount.map(|amount| amount.to_string()).unwrap_or_default();
+        let amount = row
+            .amount
+            .map(|amount| amount.to_string())
+            .unwrap_or_default();
         writer
             .write_record([row.id.to_string(), row.name.clone(), amount])
             .unwrap();
