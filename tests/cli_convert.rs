@@ -375,8 +375,9 @@ fn explicit_schema_is_used() {
     assert_eq!(stored.num_rows(), 100);
 }
 
-#[test]
-fn sigint_stops_the_run_and_removes_the_temporary_output() {
+/// Starts a conversion from a pipe that stays open, sends `signal` mid-run, and checks the
+/// exit code, the report and that nothing is left in the output folder.
+fn signal_stops_the_run_and_removes_the_temporary_output(signal: &str, code: i32) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.parquet");
     let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
@@ -411,17 +412,33 @@ fn sigint_stops_the_run_and_removes_the_temporary_output() {
 
     let started = Instant::now();
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // The process stops while its stdin is still open: the blocked read does not hold it.
     let output = child.wait_with_output().unwrap();
     drop(stdin);
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(output.status.code(), Some(130));
+    assert_eq!(output.status.code(), Some(code));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("interrupted after ") && stderr.contains("no output was left"),
+        "{stderr}"
+    );
     assert!(
         files_in(dir.path()).is_empty(),
         "{:?}",
         files_in(dir.path())
     );
+}
+
+#[test]
+fn sigint_stops_the_run_and_removes_the_temporary_output() {
+    signal_stops_the_run_and_removes_the_temporary_output("-INT", 130);
+}
+
+#[test]
+fn sigterm_stops_the_run_and_removes_the_temporary_output() {
+    signal_stops_the_run_and_removes_the_temporary_output("-TERM", 143);
 }
