@@ -384,10 +384,10 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(aqueduct::Error::Cancelled) => {
-            let code = if signal.is_finished() {
-                signal.await.unwrap_or(130)
-            } else {
-                130
+            // Only the signal task cancels the run, and it returns its code right after.
+            let code = match tokio::time::timeout(Duration::from_secs(1), signal).await {
+                Ok(Ok(code)) => code,
+                _ => 130,
             };
             eprintln!(
                 "aqueduct: interrupted after {} rows read, {} written; no output was left",
