@@ -208,6 +208,7 @@ impl<D: ChunkDecoder> BatchSource for TextSource<D> {
             let text = chunk.text(&broken.span);
             self.reject(&broken.span, text, Diagnosis::reason(broken.reason.clone()));
         }
+        self.framer.recycle(chunk);
 
         let batch = match parts.len() {
             0 => RecordBatch::new_empty(Arc::clone(&self.schema)),
