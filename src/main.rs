@@ -133,7 +133,8 @@ struct ConvertArgs {
     /// Write records that cannot be decoded to this JSONL file, and go on past them.
     #[arg(long, value_name = "PATH")]
     rejects: Option<String>,
-    /// Stop once more records are bad than this: a count (`100`) or a share (`0.5%`).
+    /// Go on past bad records, but stop once more are bad than this: a count (`100`) or a
+    /// share of the records read (`0.5%`, judged at the end).
     #[arg(long, value_name = "LIMIT")]
     max_errors: Option<String>,
     /// Write the summary as JSON to this file when the run succeeds.
@@ -419,6 +420,8 @@ fn error_policy(mut job: Convert, args: &ConvertArgs) -> anyhow::Result<Convert>
             "--on-error reject needs --rejects PATH"
         )),
         (Some(policy), None) => job = job.on_error(policy),
+        // A limit on bad records means going on past them until it is reached.
+        (None, None) if args.max_errors.is_some() => job = job.on_error(OnError::Skip),
         (None, None) => {}
     }
     if let Some(limit) = &args.max_errors {
