@@ -450,7 +450,10 @@ fn spawn_progress_bar(progress: Arc<Progress>) -> (ProgressBar, tokio::task::Joi
         ProgressDrawTarget::stderr_with_hz(10),
     );
     let template = if total > 0 {
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}"
+        concat!(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ",
+            "{bytes_per_sec} eta {eta} {msg}"
+        )
     } else {
         "{spinner} [{elapsed_precise}] {bytes} {bytes_per_sec} {msg}"
     };

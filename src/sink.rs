@@ -390,7 +390,8 @@ impl ParquetSink {
         };
         if options.row_group_rows == 0 || options.row_group_bytes == 0 {
             return Err(Error::usage(
-                "row groups need at least one row and one byte (--row-group-rows, --row-group-bytes)",
+                "row groups need at least one row and one byte \
+                 (--row-group-rows, --row-group-bytes)",
             ));
         }
         // The writer keeps the whole encoded row group in memory until it closes it; the byte

@@ -428,7 +428,8 @@ mod tests {
     fn schema_list_maps_types() {
         let schema = parse_schema(
             "--schema",
-            "id BIGINT NOT NULL, email VARCHAR, created_at TIMESTAMP, at_ms TIMESTAMP(3), ok BOOLEAN, price DOUBLE",
+            "id BIGINT NOT NULL, email VARCHAR, created_at TIMESTAMP, at_ms TIMESTAMP(3), \
+             ok BOOLEAN, price DOUBLE",
         )
         .unwrap();
         let types: Vec<DataType> = schema

@@ -177,7 +177,8 @@ proptest! {
             ("in.csv", write_csv(&rows))
         };
         let damaged = damage(bytes, &edits);
-        let lines = damaged.iter().filter(|&&byte| byte == b'\n' || byte == b'\r').count() as u64 + 1;
+        let breaks = damaged.iter().filter(|&&byte| byte == b'\n' || byte == b'\r').count();
+        let lines = breaks as u64 + 1;
         let input = dir.path().join(name);
         std::fs::write(&input, &damaged).unwrap();
         let options = SourceOptions {
