@@ -32,6 +32,17 @@ pub enum Error {
         message: String,
     },
 
+    /// Compressed input is truncated or corrupt.
+    #[error("{location}: the compressed input is truncated or corrupt ({format}: {detail})")]
+    CorruptStream {
+        /// The file path or `<stdin>`.
+        location: String,
+        /// `gzip` or `zstd`.
+        format: &'static str,
+        /// What the decompressor reported.
+        detail: String,
+    },
+
     /// A record of the input is malformed or does not fit the schema.
     #[error(
         "{location}: line {line} (byte {offset}){}: {reason}",
@@ -144,8 +155,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// Builds an [`Error::Io`] for `location`.
+    /// Builds an [`Error::Io`] for `location`, or an [`Error::CorruptStream`] when the
+    /// error comes from decompressing the input.
     pub fn io(location: impl Into<String>, source: io::Error) -> Self {
+        let corrupt = source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::source::CorruptStream>());
+        if let Some(corrupt) = corrupt {
+            return Error::CorruptStream {
+                location: location.into(),
+                format: corrupt.format,
+                detail: corrupt.detail.clone(),
+            };
+        }
         Error::Io {
             location: location.into(),
             source,
@@ -176,6 +198,7 @@ impl Error {
             Error::Decode { .. }
             | Error::Schema { .. }
             | Error::BadRecord { .. }
+            | Error::CorruptStream { .. }
             | Error::RecordTooLarge { .. } => 3,
             Error::TooManyErrors { .. } => 4,
             Error::Cancelled => 130,

@@ -334,12 +334,14 @@ impl<R: Read> Read for WellFormedCsv<R> {
     }
 }
 
-/// The lines of a stream that hold one JSON object each, noting the order of their keys.
+/// The lines of a stream that hold one JSON object each and agree with the lines before them
+/// on the shape of every key, noting the order of the keys.
 struct WellFormedJson<R> {
     inner: R,
     pending: Vec<u8>,
     position: usize,
     order: KeyOrder,
+    shapes: Shape,
 }
 
 impl<R: BufRead> WellFormedJson<R> {
@@ -349,6 +351,7 @@ impl<R: BufRead> WellFormedJson<R> {
             pending: Vec::new(),
             position: 0,
             order: KeyOrder::default(),
+            shapes: Shape::default(),
         }
     }
 }
@@ -362,7 +365,8 @@ impl<R: BufRead> BufRead for WellFormedJson<R> {
                 break;
             }
             match serde_json::from_slice::<serde_json::Value>(&self.pending) {
-                Ok(value @ serde_json::Value::Object(_)) => {
+                Ok(value @ serde_json::Value::Object(_)) if self.shapes.admits(&value) => {
+                    self.shapes.record(&value);
                     self.order.observe(&value);
                     if self.pending.last() != Some(&b'\n') {
                         self.pending.push(b'\n');
@@ -386,6 +390,81 @@ impl<R: BufRead> Read for WellFormedJson<R> {
         buf[..length].copy_from_slice(&available[..length]);
         self.consume(length);
         Ok(length)
+    }
+}
+
+/// What a JSON value is, as far as arrow's inference can reconcile values: scalars of any
+/// type mix (into text at worst), but a scalar, an array and an object do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Scalar,
+    Array,
+    Object,
+}
+
+fn kind_of(value: &serde_json::Value) -> Option<Kind> {
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(_) => Some(Kind::Array),
+        serde_json::Value::Object(_) => Some(Kind::Object),
+        _ => Some(Kind::Scalar),
+    }
+}
+
+/// The kinds seen so far at every key path. A line whose shape disagrees with earlier lines
+/// (`"a": 1` after `"a": [1]`) would make arrow's inference fail for the whole sample; such a
+/// line is left out of inference instead, and is rejected with its line when decoded.
+#[derive(Debug, Default)]
+struct Shape {
+    kind: Option<Kind>,
+    keys: std::collections::HashMap<String, Shape>,
+    items: Option<Box<Shape>>,
+}
+
+impl Shape {
+    /// True when `value` fits every kind recorded so far, and its array items agree.
+    fn admits(&self, value: &serde_json::Value) -> bool {
+        let Some(kind) = kind_of(value) else {
+            return true;
+        };
+        if self.kind.is_some_and(|seen| seen != kind) {
+            return false;
+        }
+        match value {
+            serde_json::Value::Object(object) => object
+                .iter()
+                .all(|(key, child)| self.keys.get(key).is_none_or(|shape| shape.admits(child))),
+            serde_json::Value::Array(items) => {
+                let mut kinds = items.iter().filter_map(kind_of);
+                let first = kinds.next();
+                let uniform = kinds.all(|kind| Some(kind) == first);
+                let empty = Shape::default();
+                let item_shape = self.items.as_deref().unwrap_or(&empty);
+                uniform && items.iter().all(|item| item_shape.admits(item))
+            }
+            _ => true,
+        }
+    }
+
+    fn record(&mut self, value: &serde_json::Value) {
+        let Some(kind) = kind_of(value) else {
+            return;
+        };
+        self.kind = Some(kind);
+        match value {
+            serde_json::Value::Object(object) => {
+                for (key, child) in object {
+                    self.keys.entry(key.clone()).or_default().record(child);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                let item_shape = self.items.get_or_insert_with(Box::default);
+                for item in items {
+                    item_shape.record(item);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -567,6 +646,18 @@ mod tests {
         let schema = infer_csv(text, &SourceOptions::default());
         let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
         assert_eq!(types, [&DataType::Int64, &DataType::Float64]);
+    }
+
+    #[test]
+    fn json_lines_of_another_shape_are_left_out_of_inference() {
+        let text = "{\"a\":1}\n{\"a\":[1,2]}\n{\"a\":{\"b\":1}}\n{\"a\":null}\n{\"a\":2.5}\n";
+        let reader: Box<dyn BufRead + Send> = Box::new(Cursor::new(text.as_bytes().to_vec()));
+        let input = TextInput {
+            name: "<test>".to_owned(),
+            file: None,
+        };
+        let (schema, _) = json_schema(&input, reader, &SourceOptions::default()).unwrap();
+        assert_eq!(schema.field(0).data_type(), &DataType::Float64);
     }
 
     #[test]

@@ -229,7 +229,16 @@ fn report(err: &anyhow::Error) -> ExitCode {
     if library_error.is_some_and(aqueduct::Error::is_broken_pipe) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("aqueduct: error: {err:#}");
+    // Library errors carry their cause in their own message; print each cause once.
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    eprintln!("aqueduct: error: {message}");
     let code = library_error.map_or(1, aqueduct::Error::exit_code);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

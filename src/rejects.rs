@@ -71,14 +71,16 @@ impl Rejected {
     }
 }
 
-/// Quotes a value for a message, cut to a readable length.
-pub fn shorten(value: &str) -> String {
+/// A value for a message, cut to a readable length: CSV text is quoted (`"12,5"`), JSON
+/// text stays as it is (`"c"`, `[1,2]`), since its own syntax shows what it is.
+pub fn shorten(value: &str, quote: bool) -> String {
     let mut chars = value.chars();
     let head: String = chars.by_ref().take(VALUE_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{:?}...", head)
+    let cut = if chars.next().is_some() { "..." } else { "" };
+    if quote {
+        format!("{head:?}{cut}")
     } else {
-        format!("{head:?}")
+        format!("{head}{cut}")
     }
 }
 

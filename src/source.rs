@@ -184,19 +184,60 @@ pub(crate) fn open_bytes(
     };
     let decompressed: Box<dyn Read + Send> = match location.compression() {
         StreamCompression::None => Box::new(counted),
-        StreamCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-            BufReader::with_capacity(READ_BUFFER_BYTES, counted),
-        )),
-        StreamCompression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(counted)
+        StreamCompression::Gzip => Box::new(Decompressing {
+            inner: flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                counted,
+            )),
+            format: "gzip",
+        }),
+        StreamCompression::Zstd => Box::new(Decompressing {
+            inner: zstd::stream::read::Decoder::new(counted)
                 .map_err(|err| Error::io(location.input_name(), err))?,
-        ),
+            format: "zstd",
+        }),
     };
     Ok(Box::new(BufReader::with_capacity(
         READ_BUFFER_BYTES,
         decompressed,
     )))
 }
+
+/// A decompressor whose failures say that the compressed input is at fault, so that they
+/// reach the user as bad input ([`Error::CorruptStream`]) rather than as an I/O error.
+struct Decompressing<R> {
+    inner: R,
+    format: &'static str,
+}
+
+impl<R: Read> Read for Decompressing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                CorruptStream {
+                    format: self.format,
+                    detail: err.to_string(),
+                },
+            )
+        })
+    }
+}
+
+/// The payload of a decompression error, recognised by [`Error::io`].
+#[derive(Debug)]
+pub(crate) struct CorruptStream {
+    pub(crate) format: &'static str,
+    pub(crate) detail: String,
+}
+
+impl std::fmt::Display for CorruptStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} data: {}", self.format, self.detail)
+    }
+}
+
+impl std::error::Error for CorruptStream {}
 
 /// Adds every byte read to a shared counter, for progress and the summary.
 struct CountingReader<R> {

@@ -321,7 +321,7 @@ impl CsvDecoder {
             let Ok(text) = std::str::from_utf8(raw) else {
                 return Some(Diagnosis {
                     column,
-                    value: Some(shorten(&String::from_utf8_lossy(raw))),
+                    value: Some(shorten(&String::from_utf8_lossy(raw), true)),
                     reason: "invalid UTF-8 (--lossy-utf8 replaces it)".to_owned(),
                 });
             };
@@ -342,7 +342,7 @@ impl CsvDecoder {
             if cast_with_options(&value, field.data_type(), &strict).is_err() {
                 return Some(Diagnosis {
                     column,
-                    value: Some(shorten(text)),
+                    value: Some(shorten(text, true)),
                     reason: format!(
                         "expected a value of type {}; {}",
                         field.data_type(),
@@ -491,7 +491,7 @@ impl ChunkDecoder for JsonDecoder {
             return Diagnosis {
                 value: object
                     .get(&unknown)
-                    .map(|value| shorten(&value.to_string())),
+                    .map(|value| shorten(&value.to_string(), false)),
                 column: Some(unknown),
                 reason: "the key is not in the schema; add it with --schema, or drop such \
                          keys with --ignore-unknown-keys"
@@ -507,7 +507,9 @@ impl ChunkDecoder for JsonDecoder {
             .map(|field| field.data_type().to_string())
             .unwrap_or_default();
         Diagnosis {
-            value: object.get(&column).map(|value| shorten(&value.to_string())),
+            value: object
+                .get(&column)
+                .map(|value| shorten(&value.to_string(), false)),
             reason: format!(
                 "expected a value of type {expected} ({message}); {}",
                 self.origin.hint()
