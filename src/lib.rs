@@ -1,10 +1,10 @@
 //! aqueduct: streaming, columnar conversion between CSV, JSON Lines, Parquet and Arrow IPC,
 //! with SQL filters and projections, in memory that does not grow with the input.
 //!
-//! A [source](source) decodes its input into Arrow [`RecordBatch`]es of a fixed number of
+//! A [source] decodes its input into Arrow [`RecordBatch`]es of a fixed number of
 //! rows; [transforms](transform) run on each batch as vectorised kernels planned once from
-//! SQL with DataFusion; a [sink](sink) encodes each batch as it arrives. The
-//! [pipeline](pipeline) runs the three on their own threads, joined by bounded queues, and
+//! SQL with DataFusion; a [sink] encodes each batch as it arrives. The
+//! [pipeline] runs the three on their own threads, joined by bounded queues, and
 //! writes the output atomically.
 //!
 //! ```text
@@ -27,6 +27,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Bad records
+//!
+//! Text sources frame their input into records with the line and byte offset of each
+//! ([`records`]), decode whole chunks, and set aside the records that do not decode
+//! ([`text`]), each as a [`Rejected`] that names its line, column, value and reason. The
+//! error policy ([`OnError`], [`ErrorLimit`], [`Convert::rejects_to`],
+//! [`Convert::on_reject`]) decides whether the run stops, skips them or hands them on;
+//! every record read is written, filtered out, rejected, or the run fails.
 //!
 //! # Memory
 //!

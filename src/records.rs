@@ -361,8 +361,13 @@ fn scan(syntax: Syntax, bytes: &[u8], at_eof: bool) -> Scan {
 
 fn scan_line(bytes: &[u8], at_eof: bool) -> Scan {
     match memchr::memchr(b'\n', bytes) {
+        // A `\r` before the `\n` belongs to the terminator, not to the record's text.
         Some(newline) => Scan::Record {
-            end: newline,
+            end: if newline > 0 && bytes[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            },
             stop: newline + 1,
             lines: 1,
         },
@@ -653,6 +658,18 @@ mod tests {
             [
                 ("{\"a\":1}".to_owned(), 1, 3),
                 ("{\"a\":2}".to_owned(), 3, 14)
+            ]
+        );
+    }
+
+    #[test]
+    fn crlf_json_lines_keep_the_terminator_out_of_the_text() {
+        let chunks = frame(Syntax::Lines, b"{\"a\":1}\r\n{\"a\":2}\r\n", 10);
+        assert_eq!(
+            texts_and_lines(&chunks),
+            [
+                ("{\"a\":1}".to_owned(), 1, 0),
+                ("{\"a\":2}".to_owned(), 2, 9)
             ]
         );
     }
