@@ -8,9 +8,11 @@
 //! `AQUEDUCT_BENCH_RUNS` times (default 3), alternating with `cat`; the table shows the median
 //! time and the highest peak RSS. Sizes can be chosen with `AQUEDUCT_BENCH_SIZES=100MB,1GB`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+mod common;
+
+use std::path::Path;
+
+use common::{generate, measure, median, parse_size};
 
 struct Job {
     name: &'static str,
@@ -50,70 +52,6 @@ const JOBS: [Job; 4] = [
         ],
     },
 ];
-
-/// Wall seconds and peak resident set in bytes of one command.
-struct Measured {
-    seconds: f64,
-    peak_rss: u64,
-}
-
-fn measure(program: &str, args: &[&str]) -> Measured {
-    let started = Instant::now();
-    let output = Command::new("/usr/bin/time")
-        .args(["-f", "%M"])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .output()
-        .expect("/usr/bin/time runs (apt-get install time)");
-    let seconds = started.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed: {stderr}"
-    );
-    let kilobytes: u64 = stderr
-        .lines()
-        .last()
-        .and_then(|line| line.trim().parse().ok())
-        .expect("time prints the peak RSS in KiB");
-    Measured {
-        seconds,
-        peak_rss: kilobytes * 1024,
-    }
-}
-
-fn parse_size(text: &str) -> u64 {
-    let text = text.trim().to_ascii_uppercase();
-    let (number, scale) = if let Some(number) = text.strip_suffix("GB") {
-        (number, 1_000_000_000)
-    } else if let Some(number) = text.strip_suffix("MB") {
-        (number, 1_000_000)
-    } else {
-        (text.as_str(), 1)
-    };
-    number.parse::<u64>().expect("a size such as 100MB") * scale
-}
-
-fn generate(binary: &str, folder: &Path, size: u64) {
-    std::fs::create_dir_all(folder).unwrap();
-    for (dataset, file) in [
-        ("orders", "orders.csv"),
-        ("orders", "orders.jsonl"),
-        ("events", "events.jsonl"),
-    ] {
-        let path = folder.join(file);
-        if std::fs::metadata(&path).is_ok_and(|meta| meta.len() >= size) {
-            continue;
-        }
-        let status = Command::new(binary)
-            .args(["generate", dataset, path.to_str().unwrap(), "--size"])
-            .arg(size.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
 
 /// The figures of one job at one input size.
 struct Row {
@@ -158,11 +96,6 @@ fn bench_job(binary: &str, folder: &Path, job: &Job, runs: usize) -> Row {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn print_row(row: &Row) {
     let throughput = row.input_mb / row.seconds;
     let cat_throughput = row.input_mb / row.cat_seconds;
@@ -180,9 +113,7 @@ fn print_row(row: &Row) {
 
 fn main() {
     let binary = env!("CARGO_BIN_EXE_aqueduct");
-    let root = std::env::var_os("AQUEDUCT_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data"));
+    let root = common::data_folder();
     let sizes: Vec<u64> = std::env::var("AQUEDUCT_BENCH_SIZES")
         .unwrap_or_else(|_| "100MB,1GB".to_owned())
         .split(',')
