@@ -48,6 +48,7 @@ pub mod error;
 pub mod format;
 pub mod generate;
 pub mod infer;
+pub mod parallel;
 pub mod pipeline;
 pub mod records;
 pub mod rejects;
@@ -81,6 +82,7 @@ pub const DEFAULT_BATCH_SIZE: usize = 8192;
 pub fn head(location: &Location, options: &SourceOptions, rows: usize) -> Result<RecordBatch> {
     let options = SourceOptions {
         batch_size: rows.max(1),
+        threads: 1,
         ..options.clone()
     };
     let mut source = open_source(location, &options, Default::default())?;

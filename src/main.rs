@@ -118,6 +118,9 @@ struct ConvertArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = aqueduct::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
+    /// Threads that decode a text input (default: one per core).
+    #[arg(long, default_value_t = aqueduct::source::default_threads())]
+    threads: usize,
     /// Parquet compression: zstd, snappy, gzip or none.
     #[arg(long, default_value = "snappy")]
     compression: String,
@@ -345,6 +348,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     .infer_rows(infer_rows(&args.input.infer_rows)?)
     .widen(args.input.widen.parse()?)
     .batch_size(args.batch_size)
+    .threads(args.threads)
     .parquet_compression(args.compression.parse::<ParquetCompression>()?)
     .row_group_rows(args.row_group_rows)
     .row_group_bytes(parse_size(&args.row_group_bytes)? as usize)

@@ -387,6 +387,13 @@ impl Convert {
         self
     }
 
+    /// Threads that decode a text input (default: one per core); 1 decodes on one thread.
+    /// The output is the same whatever the number.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.source.threads = threads.max(1);
+        self
+    }
+
     /// Drops JSON keys that are not in the schema instead of rejecting their records.
     pub fn ignore_unknown_keys(mut self, ignore: bool) -> Self {
         self.source.ignore_unknown_keys = ignore;

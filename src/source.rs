@@ -24,9 +24,12 @@ use arrow::error::ArrowError;
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location, StreamCompression};
 use crate::infer::{self, Widen};
+use crate::parallel::ParallelTextSource;
 use crate::records::{DEFAULT_MAX_RECORD_BYTES, Framer, Syntax};
 use crate::rejects::Rejected;
-use crate::text::{CsvDecoder, JsonDecoder, SchemaOrigin, TextOptions, TextSource};
+use crate::text::{
+    ChunkDecoder, ChunkDecoding, CsvDecoder, JsonDecoder, SchemaOrigin, TextOptions, TextSource,
+};
 
 /// Size of the buffer between the file (or decompressor) and the decoder.
 pub const READ_BUFFER_BYTES: usize = 1 << 20;
@@ -75,6 +78,8 @@ pub struct SourceOptions {
     pub ignore_unknown_keys: bool,
     /// Invalid UTF-8 in a text record is replaced with U+FFFD instead of rejecting it.
     pub lossy_utf8: bool,
+    /// Threads that decode a text input; 1 decodes on the calling thread.
+    pub threads: usize,
 }
 
 impl Default for SourceOptions {
@@ -89,8 +94,14 @@ impl Default for SourceOptions {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             ignore_unknown_keys: false,
             lossy_utf8: false,
+            threads: default_threads(),
         }
     }
+}
+
+/// Decoding threads unless set otherwise: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Opens `location` as a source of batches.
@@ -125,12 +136,10 @@ pub fn open_source(
                 csv.delimiter = b'\t';
             }
             CsvSource::open(&TextInput::of(location), reader, &csv, options)
-                .map(|source| Box::new(source) as _)
         }
         Format::Jsonl => {
             let reader = open_bytes(location, bytes_read)?;
             JsonSource::open(&TextInput::of(location), reader, options)
-                .map(|source| Box::new(source) as _)
         }
         Format::Parquet => ParquetSource::open(location, options, bytes_read),
         Format::Ipc => open_ipc(location, options, bytes_read),
@@ -156,11 +165,8 @@ pub fn open_reader(
         file: None,
     };
     match format {
-        Format::Csv => CsvSource::open(&input, reader, &options.csv, options)
-            .map(|source| Box::new(source) as _),
-        Format::Jsonl => {
-            JsonSource::open(&input, reader, options).map(|source| Box::new(source) as _)
-        }
+        Format::Csv => CsvSource::open(&input, reader, &options.csv, options),
+        Format::Jsonl => JsonSource::open(&input, reader, options),
         Format::Parquet | Format::Ipc => Err(Error::usage(format!(
             "{name}: only CSV and JSON Lines can be read from a stream here"
         ))),
@@ -277,7 +283,7 @@ impl CsvSource {
         reader: Box<dyn BufRead + Send>,
         csv: &CsvOptions,
         options: &SourceOptions,
-    ) -> Result<TextSource<CsvDecoder>> {
+    ) -> Result<Box<dyn BatchSource>> {
         let (schema, reader, origin) = match &options.schema {
             Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
@@ -296,11 +302,33 @@ impl CsvSource {
         let decoder = CsvDecoder::new(Arc::clone(&schema), csv, options.batch_size, origin)?;
         let text = TextOptions {
             batch_size: options.batch_size,
-            lossy_utf8: options.lossy_utf8,
             skip_header: csv.header,
         };
-        Ok(TextSource::new(location, framer, decoder, schema, text))
+        text_source(location, framer, decoder, schema, text, options)
     }
+}
+
+/// A text source on this thread, or on `options.threads` decoding threads.
+fn text_source<D: ChunkDecoder + 'static>(
+    location: String,
+    framer: Framer,
+    decoder: D,
+    schema: SchemaRef,
+    text: TextOptions,
+    options: &SourceOptions,
+) -> Result<Box<dyn BatchSource>> {
+    let decoding = ChunkDecoding::new(
+        location.clone(),
+        decoder,
+        Arc::clone(&schema),
+        options.lossy_utf8,
+    );
+    if options.threads > 1 {
+        let source =
+            ParallelTextSource::start(location, framer, decoding, schema, text, options.threads)?;
+        return Ok(Box::new(source));
+    }
+    Ok(Box::new(TextSource::new(framer, decoding, text)))
 }
 
 /// JSON Lines through arrow-json's push decoder, a chunk of whole lines at a time.
@@ -311,7 +339,7 @@ impl JsonSource {
         input: &TextInput,
         reader: Box<dyn BufRead + Send>,
         options: &SourceOptions,
-    ) -> Result<TextSource<JsonDecoder>> {
+    ) -> Result<Box<dyn BatchSource>> {
         let (schema, reader, origin) = match &options.schema {
             Some(schema) => (Arc::clone(schema), reader, SchemaOrigin::Given),
             None => {
@@ -335,10 +363,9 @@ impl JsonSource {
         )?;
         let text = TextOptions {
             batch_size: options.batch_size,
-            lossy_utf8: options.lossy_utf8,
             skip_header: false,
         };
-        Ok(TextSource::new(location, framer, decoder, schema, text))
+        text_source(location, framer, decoder, schema, text, options)
     }
 }
 

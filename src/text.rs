@@ -58,6 +58,11 @@ pub trait ChunkDecoder: Send {
 
     /// Explains why `record` (one record's text) failed to decode with `error`.
     fn diagnose(&self, record: &[u8], error: &ArrowError) -> Diagnosis;
+
+    /// A decoder with the same settings and no state, for another thread.
+    fn duplicate(&self) -> Result<Self>
+    where
+        Self: Sized;
 }
 
 /// The advice given with a value that does not fit its column's type.
@@ -100,49 +105,81 @@ impl SchemaOrigin {
     }
 }
 
-/// Options of a text source that concern bad input.
+/// How a text source cuts its input.
 #[derive(Debug, Clone, Copy)]
 pub struct TextOptions {
     /// Rows per batch.
     pub batch_size: usize,
-    /// Replace invalid UTF-8 with U+FFFD instead of rejecting the record.
-    pub lossy_utf8: bool,
     /// The first record is a header, to be skipped.
     pub skip_header: bool,
 }
 
-/// A [`BatchSource`] over a framer and a chunk decoder.
-pub struct TextSource<D> {
+/// Decodes chunks one at a time: the work of one decoding thread.
+pub struct ChunkDecoding<D> {
     location: String,
-    framer: Framer,
     decoder: D,
     schema: SchemaRef,
-    options: TextOptions,
-    rejected: Vec<Rejected>,
+    lossy_utf8: bool,
 }
 
-impl<D: ChunkDecoder> TextSource<D> {
-    /// A source of batches of `schema` read through `framer`.
-    pub fn new(
-        location: String,
-        framer: Framer,
-        decoder: D,
-        schema: SchemaRef,
-        options: TextOptions,
-    ) -> Self {
-        TextSource {
+impl<D: ChunkDecoder> ChunkDecoding<D> {
+    /// Decoding of chunks of `location` into batches of `schema`.
+    pub fn new(location: String, decoder: D, schema: SchemaRef, lossy_utf8: bool) -> Self {
+        ChunkDecoding {
             location,
-            framer,
             decoder,
             schema,
-            options,
-            rejected: Vec::new(),
+            lossy_utf8,
         }
     }
 
+    /// The input's name, for errors.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The same decoding with a decoder of its own, for another thread.
+    pub fn duplicate(&self) -> Result<Self> {
+        Ok(ChunkDecoding {
+            location: self.location.clone(),
+            decoder: self.decoder.duplicate()?,
+            schema: Arc::clone(&self.schema),
+            lossy_utf8: self.lossy_utf8,
+        })
+    }
+
+    /// The good records of `chunk` as one batch, and its bad records.
+    pub fn decode(&mut self, chunk: &Chunk) -> Result<(RecordBatch, Vec<Rejected>)> {
+        let mut parts = Vec::new();
+        let mut rejected = Vec::new();
+        if !chunk.records.is_empty() {
+            self.decode_range(chunk, 0..chunk.records.len(), &mut parts, &mut rejected);
+        }
+        if let Some(broken) = &chunk.broken {
+            let text = chunk.text(&broken.span);
+            let diagnosis = Diagnosis::reason(broken.reason.clone());
+            rejected.push(self.rejected(&broken.span, text, diagnosis));
+        }
+        let batch = match parts.len() {
+            0 => RecordBatch::new_empty(Arc::clone(&self.schema)),
+            1 => parts.pop().expect("one part"),
+            _ => concat_batches(&self.schema, &parts).map_err(|err| Error::Decode {
+                location: self.location.clone(),
+                message: err.to_string(),
+            })?,
+        };
+        Ok((batch, rejected))
+    }
+
     /// Decodes the records `range` of `chunk`, pushing good batches onto `parts` and bad
-    /// records onto the rejected list.
-    fn decode_range(&mut self, chunk: &Chunk, range: Range<usize>, parts: &mut Vec<RecordBatch>) {
+    /// records onto `rejected`.
+    fn decode_range(
+        &mut self,
+        chunk: &Chunk,
+        range: Range<usize>,
+        parts: &mut Vec<RecordBatch>,
+        rejected: &mut Vec<Rejected>,
+    ) {
         let records = range.len();
         let error = match self.decoder.decode(chunk.bytes_of(range.clone()), records) {
             Ok(batch) => return parts.push(batch),
@@ -150,21 +187,21 @@ impl<D: ChunkDecoder> TextSource<D> {
         };
         if records > 1 {
             let middle = range.start + records / 2;
-            self.decode_range(chunk, range.start..middle, parts);
-            self.decode_range(chunk, middle..range.end, parts);
+            self.decode_range(chunk, range.start..middle, parts, rejected);
+            self.decode_range(chunk, middle..range.end, parts, rejected);
             return;
         }
 
         let span = chunk.records[range.start];
         let text = chunk.text(&span);
-        if self.options.lossy_utf8
+        if self.lossy_utf8
             && std::str::from_utf8(text).is_err()
             && let Some(batch) = self.decode_lossy(text)
         {
             return parts.push(batch);
         }
         let diagnosis = self.decoder.diagnose(text, &error);
-        self.reject(&span, text, diagnosis);
+        rejected.push(self.rejected(&span, text, diagnosis));
     }
 
     fn decode_lossy(&mut self, text: &[u8]) -> Option<RecordBatch> {
@@ -173,8 +210,8 @@ impl<D: ChunkDecoder> TextSource<D> {
         self.decoder.decode(&repaired, 1).ok()
     }
 
-    fn reject(&mut self, span: &RecordSpan, text: &[u8], diagnosis: Diagnosis) {
-        self.rejected.push(Rejected {
+    fn rejected(&self, span: &RecordSpan, text: &[u8], diagnosis: Diagnosis) -> Rejected {
+        Rejected {
             location: self.location.clone(),
             line: span.line,
             offset: span.offset,
@@ -182,13 +219,33 @@ impl<D: ChunkDecoder> TextSource<D> {
             value: diagnosis.value,
             reason: diagnosis.reason,
             record: text.to_vec(),
-        });
+        }
+    }
+}
+
+/// A [`BatchSource`] over a framer and a chunk decoder, on the calling thread.
+pub struct TextSource<D> {
+    framer: Framer,
+    decoding: ChunkDecoding<D>,
+    options: TextOptions,
+    rejected: Vec<Rejected>,
+}
+
+impl<D: ChunkDecoder> TextSource<D> {
+    /// A source of the batches `decoding` makes of the chunks of `framer`.
+    pub fn new(framer: Framer, decoding: ChunkDecoding<D>, options: TextOptions) -> Self {
+        TextSource {
+            framer,
+            decoding,
+            options,
+            rejected: Vec::new(),
+        }
     }
 }
 
 impl<D: ChunkDecoder> BatchSource for TextSource<D> {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        Arc::clone(&self.decoding.schema)
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -199,25 +256,9 @@ impl<D: ChunkDecoder> BatchSource for TextSource<D> {
         let Some(chunk) = self.framer.next_chunk(self.options.batch_size)? else {
             return Ok(None);
         };
-
-        let mut parts = Vec::new();
-        if !chunk.records.is_empty() {
-            self.decode_range(&chunk, 0..chunk.records.len(), &mut parts);
-        }
-        if let Some(broken) = &chunk.broken {
-            let text = chunk.text(&broken.span);
-            self.reject(&broken.span, text, Diagnosis::reason(broken.reason.clone()));
-        }
+        let (batch, rejected) = self.decoding.decode(&chunk)?;
         self.framer.recycle(chunk);
-
-        let batch = match parts.len() {
-            0 => RecordBatch::new_empty(Arc::clone(&self.schema)),
-            1 => parts.pop().expect("one part"),
-            _ => concat_batches(&self.schema, &parts).map_err(|err| Error::Decode {
-                location: self.location.clone(),
-                message: err.to_string(),
-            })?,
-        };
+        self.rejected.extend(rejected);
         Ok(Some(batch))
     }
 
@@ -376,6 +417,15 @@ fn build_csv(
 }
 
 impl ChunkDecoder for CsvDecoder {
+    fn duplicate(&self) -> Result<Self> {
+        CsvDecoder::new(
+            Arc::clone(&self.schema),
+            &self.csv,
+            self.batch_size,
+            self.origin,
+        )
+    }
+
     fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError> {
         let result = decode_all(&mut self.decoder, bytes, records);
         if result.is_err() {
@@ -464,6 +514,15 @@ fn build_json(
 }
 
 impl ChunkDecoder for JsonDecoder {
+    fn duplicate(&self) -> Result<Self> {
+        JsonDecoder::new(
+            Arc::clone(&self.schema),
+            self.batch_size,
+            self.ignore_unknown_keys,
+            self.origin,
+        )
+    }
+
     fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError> {
         let result = decode_all(&mut self.decoder, bytes, records);
         if result.is_err() {
