@@ -48,69 +48,128 @@ enum Outcome {
     End,
 }
 
-/// A [`BatchSource`] that decodes on `workers` threads.
-pub struct ParallelTextSource {
+/// A [`BatchSource`] that decodes on `workers` threads, started with the first batch.
+pub struct ParallelTextSource<D> {
     location: String,
+    state: State<D>,
+    rejected: Vec<Rejected>,
+}
+
+enum State<D> {
+    /// Not started: a projection can still change what the decoders produce.
+    Ready {
+        framer: Framer,
+        decoding: ChunkDecoding<D>,
+        options: TextOptions,
+        workers: usize,
+    },
+    Running(Running),
+    /// Between the two, and after a failed start.
+    Gone,
+}
+
+/// The consumer's side of running threads.
+struct Running {
     schema: SchemaRef,
     results: Receiver<(u64, Outcome)>,
     tokens: SyncSender<()>,
     waiting: BTreeMap<u64, Outcome>,
     next: u64,
     finished: bool,
-    rejected: Vec<Rejected>,
 }
 
-impl ParallelTextSource {
-    /// Starts the framer thread and `workers` decoding threads.
-    pub fn start<D: ChunkDecoder + 'static>(
+impl<D: ChunkDecoder + 'static> ParallelTextSource<D> {
+    /// A source that will frame with `framer` and decode on `workers` threads.
+    pub fn new(
         location: String,
         framer: Framer,
         decoding: ChunkDecoding<D>,
-        schema: SchemaRef,
         options: TextOptions,
         workers: usize,
-    ) -> Result<Self> {
-        let workers = workers.max(1);
-        let in_flight = 2 * workers;
-        let (work_tx, work_rx) = sync_channel::<Work>(workers);
-        let (results_tx, results_rx) = sync_channel(in_flight);
-        let (tokens_tx, tokens_rx) = sync_channel(in_flight);
-        for _ in 0..in_flight {
-            tokens_tx
-                .send(())
-                .expect("the token queue holds every token");
-        }
-
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        let mut decodings = vec![decoding];
-        for _ in 1..workers {
-            decodings.push(decodings[0].duplicate()?);
-        }
-        for decoding in decodings {
-            let work = Arc::clone(&work_rx);
-            let results = results_tx.clone();
-            spawn(&location, "decoder", move || {
-                decode_chunks(decoding, &work, &results)
-            })?;
-        }
-        spawn(&location, "framer", move || {
-            frame_chunks(framer, options, &work_tx, &tokens_rx);
-        })?;
-
-        Ok(ParallelTextSource {
+    ) -> Self {
+        ParallelTextSource {
             location,
-            schema,
-            results: results_rx,
-            tokens: tokens_tx,
-            waiting: BTreeMap::new(),
-            next: 0,
-            finished: false,
+            state: State::Ready {
+                framer,
+                decoding,
+                options,
+                workers: workers.max(1),
+            },
             rejected: Vec::new(),
-        })
+        }
     }
 
+    /// The running threads, started on first use.
+    fn running(&mut self) -> Result<&mut Running> {
+        if let State::Ready { .. } = self.state {
+            let State::Ready {
+                framer,
+                decoding,
+                options,
+                workers,
+            } = std::mem::replace(&mut self.state, State::Gone)
+            else {
+                unreachable!("the state was just matched as ready");
+            };
+            self.state = State::Running(start(&self.location, framer, decoding, options, workers)?);
+        }
+        match &mut self.state {
+            State::Running(running) => Ok(running),
+            _ => Err(Error::Decode {
+                location: self.location.clone(),
+                message: "the decoding threads could not be started".to_owned(),
+            }),
+        }
+    }
+}
+
+/// Starts the framer thread and `workers` decoding threads.
+fn start<D: ChunkDecoder + 'static>(
+    location: &str,
+    framer: Framer,
+    decoding: ChunkDecoding<D>,
+    options: TextOptions,
+    workers: usize,
+) -> Result<Running> {
+    let in_flight = 2 * workers;
+    let schema = decoding.schema();
+    let (work_tx, work_rx) = sync_channel::<Work>(workers);
+    let (results_tx, results_rx) = sync_channel(in_flight);
+    let (tokens_tx, tokens_rx) = sync_channel(in_flight);
+    for _ in 0..in_flight {
+        tokens_tx
+            .send(())
+            .expect("the token queue holds every token");
+    }
+
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let mut decodings = vec![decoding];
+    for _ in 1..workers {
+        decodings.push(decodings[0].duplicate()?);
+    }
+    for decoding in decodings {
+        let work = Arc::clone(&work_rx);
+        let results = results_tx.clone();
+        spawn(location, "decoder", move || {
+            decode_chunks(decoding, &work, &results)
+        })?;
+    }
+    spawn(location, "framer", move || {
+        frame_chunks(framer, options, &work_tx, &tokens_rx);
+    })?;
+    Ok(Running {
+        schema,
+        results: results_rx,
+        tokens: tokens_tx,
+        waiting: BTreeMap::new(),
+        next: 0,
+        finished: false,
+    })
+}
+
+impl Running {
     /// The outcome of the next chunk in input order.
-    fn next_outcome(&mut self) -> Result<Outcome> {
+    fn next_outcome(&mut self, location: &str) -> Result<Outcome> {
         loop {
             if let Some(outcome) = self.waiting.remove(&self.next) {
                 self.next += 1;
@@ -123,7 +182,7 @@ impl ParallelTextSource {
                 // Every worker is gone before the end was reported: one of them died.
                 Err(_) => {
                     return Err(Error::Decode {
-                        location: self.location.clone(),
+                        location: location.to_owned(),
                         message: "a decoding thread stopped before the end of the input".to_owned(),
                     });
                 }
@@ -132,29 +191,35 @@ impl ParallelTextSource {
     }
 }
 
-impl BatchSource for ParallelTextSource {
+impl<D: ChunkDecoder + 'static> BatchSource for ParallelTextSource<D> {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        match &self.state {
+            State::Ready { decoding, .. } => decoding.schema(),
+            State::Running(running) => Arc::clone(&running.schema),
+            State::Gone => Arc::new(arrow::datatypes::Schema::empty()),
+        }
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        if self.finished {
+        let location = self.location.clone();
+        let running = self.running()?;
+        if running.finished {
             return Ok(None);
         }
-        let outcome = self.next_outcome()?;
+        let outcome = running.next_outcome(&location)?;
         // The chunk has left the pipeline's hands: the framer may cut another.
-        let _ = self.tokens.try_send(());
+        let _ = running.tokens.try_send(());
         match outcome {
             Outcome::Decoded(batch, rejected) => {
                 self.rejected.extend(rejected);
                 Ok(Some(batch))
             }
             Outcome::Failed(err) => {
-                self.finished = true;
+                running.finished = true;
                 Err(err)
             }
             Outcome::End => {
-                self.finished = true;
+                running.finished = true;
                 Ok(None)
             }
         }
@@ -162,6 +227,13 @@ impl BatchSource for ParallelTextSource {
 
     fn take_rejected(&mut self) -> Vec<Rejected> {
         std::mem::take(&mut self.rejected)
+    }
+
+    fn project(&mut self, columns: &[usize]) -> bool {
+        match &mut self.state {
+            State::Ready { decoding, .. } => decoding.project(columns),
+            _ => false,
+        }
     }
 }
 

@@ -440,8 +440,16 @@ impl Convert {
             self.max_errors,
             rejects,
         )?;
-        let source = until_cancelled(&cancel, self.open_source()).await?;
-        let (transforms, output_schema) = plan_transforms(&self.transforms, source.schema())?;
+        let mut source = until_cancelled(&cancel, self.open_source()).await?;
+        let (mut transforms, mut output_schema) =
+            plan_transforms(&self.transforms, source.schema())?;
+        // Columns that no transform reads need not be decoded at all.
+        if let Some(columns) = columns_read(&transforms, source.schema().fields().len())
+            && source.project(&columns)
+        {
+            tracing::debug!(?columns, "decoding only the columns the transforms read");
+            (transforms, output_schema) = plan_transforms(&self.transforms, source.schema())?;
+        }
         let (sink, destination) = open_sink(
             &self.output,
             &output_schema,
@@ -558,6 +566,32 @@ fn plan_transforms(
         planned.push(step);
     }
     Ok((planned, schema))
+}
+
+/// The input columns that `transforms` read, when a select drops some of them: those read
+/// by the filters before the first select and by that select. `None` when every column can
+/// reach the output (no select, or a map before it).
+fn columns_read(transforms: &[PlannedTransform], width: usize) -> Option<Vec<usize>> {
+    let mut read = std::collections::BTreeSet::new();
+    let mut add = |expr: &Arc<dyn datafusion_physical_expr::PhysicalExpr>| {
+        let columns = datafusion_physical_expr::utils::collect_columns(expr);
+        read.extend(columns.iter().map(|column| column.index()));
+    };
+    for transform in transforms {
+        match transform {
+            PlannedTransform::Filter { predicate, .. } => add(predicate),
+            PlannedTransform::Select { columns, .. } => {
+                columns.iter().for_each(|column| add(&column.expr));
+                // A batch keeps its row count only through a column: keep one at least.
+                if read.is_empty() {
+                    read.insert(0);
+                }
+                return (read.len() < width).then(|| read.into_iter().collect());
+            }
+            PlannedTransform::Map { .. } => return None,
+        }
+    }
+    None
 }
 
 type BatchSender = mpsc::Sender<Result<RecordBatch>>;

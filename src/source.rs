@@ -54,6 +54,14 @@ pub trait BatchSource: Send {
     fn take_rejected(&mut self) -> Vec<Rejected> {
         Vec::new()
     }
+
+    /// Reads only `columns` (ascending indices into [`BatchSource::schema`]) from now on,
+    /// if the source can skip the others, and returns true; [`BatchSource::schema`] then
+    /// describes the projected batches. Called before the first batch. A record whose
+    /// skipped columns are malformed is not rejected for them.
+    fn project(&mut self, _columns: &[usize]) -> bool {
+        false
+    }
 }
 
 /// How a source reads its input.
@@ -324,8 +332,7 @@ fn text_source<D: ChunkDecoder + 'static>(
         options.lossy_utf8,
     );
     if options.threads > 1 {
-        let source =
-            ParallelTextSource::start(location, framer, decoding, schema, text, options.threads)?;
+        let source = ParallelTextSource::new(location, framer, decoding, text, options.threads);
         return Ok(Box::new(source));
     }
     Ok(Box::new(TextSource::new(framer, decoding, text)))

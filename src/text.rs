@@ -63,6 +63,12 @@ pub trait ChunkDecoder: Send {
     fn duplicate(&self) -> Result<Self>
     where
         Self: Sized;
+
+    /// Decodes only `columns` (ascending indices into the schema) from now on, if the
+    /// decoder can; returns the schema of what it then decodes.
+    fn project(&mut self, _columns: &[usize]) -> Option<SchemaRef> {
+        None
+    }
 }
 
 /// The advice given with a value that does not fit its column's type.
@@ -131,6 +137,22 @@ impl<D: ChunkDecoder> ChunkDecoding<D> {
             schema,
             lossy_utf8,
         }
+    }
+
+    /// Decodes only `columns` from now on, if the decoder can; see [`BatchSource::project`].
+    pub fn project(&mut self, columns: &[usize]) -> bool {
+        match self.decoder.project(columns) {
+            Some(schema) => {
+                self.schema = schema;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The schema of the batches it makes.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
 
     /// The input's name, for errors.
@@ -265,6 +287,10 @@ impl<D: ChunkDecoder> BatchSource for TextSource<D> {
     fn take_rejected(&mut self) -> Vec<Rejected> {
         std::mem::take(&mut self.rejected)
     }
+
+    fn project(&mut self, columns: &[usize]) -> bool {
+        self.decoding.project(columns)
+    }
 }
 
 /// arrow-csv's and arrow-json's decoders: bytes pushed in, a batch flushed out.
@@ -321,6 +347,8 @@ pub struct CsvDecoder {
     null_regex: Option<regex::Regex>,
     batch_size: usize,
     origin: SchemaOrigin,
+    /// The columns decoded, when not all are.
+    projection: Option<Vec<usize>>,
     decoder: arrow::csv::reader::Decoder,
 }
 
@@ -333,15 +361,33 @@ impl CsvDecoder {
         origin: SchemaOrigin,
     ) -> Result<Self> {
         let null_regex = csv.null_regex()?;
-        let decoder = build_csv(&schema, csv, null_regex.clone(), batch_size);
+        let decoder = build_csv(&schema, csv, null_regex.clone(), batch_size, None);
         Ok(CsvDecoder {
             schema,
             csv: csv.clone(),
             null_regex,
             batch_size,
             origin,
+            projection: None,
             decoder,
         })
+    }
+
+    fn build(&self) -> arrow::csv::reader::Decoder {
+        build_csv(
+            &self.schema,
+            &self.csv,
+            self.null_regex.clone(),
+            self.batch_size,
+            self.projection.as_deref(),
+        )
+    }
+
+    /// True when column `index` is decoded.
+    fn decodes(&self, index: usize) -> bool {
+        self.projection
+            .as_ref()
+            .is_none_or(|columns| columns.contains(&index))
     }
 
     fn is_null(&self, text: &str) -> bool {
@@ -357,7 +403,8 @@ impl CsvDecoder {
             safe: false,
             ..CastOptions::default()
         };
-        for (field, raw) in self.schema.fields().iter().zip(fields.iter()) {
+        let columns = self.schema.fields().iter().zip(fields.iter()).enumerate();
+        for (_, (field, raw)) in columns.filter(|(index, _)| self.decodes(*index)) {
             let column = Some(field.name().clone());
             let Ok(text) = std::str::from_utf8(raw) else {
                 return Some(Diagnosis {
@@ -401,12 +448,16 @@ fn build_csv(
     csv: &CsvOptions,
     null_regex: Option<regex::Regex>,
     batch_size: usize,
+    projection: Option<&[usize]>,
 ) -> arrow::csv::reader::Decoder {
     let mut builder = arrow::csv::ReaderBuilder::new(Arc::clone(schema))
         .with_header(false)
         .with_delimiter(csv.delimiter)
         .with_quote(csv.quote)
         .with_batch_size(batch_size);
+    if let Some(columns) = projection {
+        builder = builder.with_projection(columns.to_vec());
+    }
     if let Some(escape) = csv.escape {
         builder = builder.with_escape(escape);
     }
@@ -418,23 +469,29 @@ fn build_csv(
 
 impl ChunkDecoder for CsvDecoder {
     fn duplicate(&self) -> Result<Self> {
-        CsvDecoder::new(
+        let mut copy = CsvDecoder::new(
             Arc::clone(&self.schema),
             &self.csv,
             self.batch_size,
             self.origin,
-        )
+        )?;
+        if let Some(columns) = &self.projection {
+            copy.project(columns);
+        }
+        Ok(copy)
+    }
+
+    fn project(&mut self, columns: &[usize]) -> Option<SchemaRef> {
+        let projected = self.schema.project(columns).ok()?;
+        self.projection = Some(columns.to_vec());
+        self.decoder = self.build();
+        Some(Arc::new(projected))
     }
 
     fn decode(&mut self, bytes: &[u8], records: usize) -> Result<RecordBatch, ArrowError> {
         let result = decode_all(&mut self.decoder, bytes, records);
         if result.is_err() {
-            self.decoder = build_csv(
-                &self.schema,
-                &self.csv,
-                self.null_regex.clone(),
-                self.batch_size,
-            );
+            self.decoder = self.build();
         }
         result
     }

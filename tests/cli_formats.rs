@@ -199,3 +199,49 @@ fn where_on_a_column_with_nulls_drops_the_unknown_rows() {
         ]
     );
 }
+
+#[test]
+fn select_decodes_only_the_columns_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("wide.csv");
+    // `unused` holds a value that is not a number in a column inferred as one: decoding it
+    // would reject the record, but no transform reads it.
+    let mut text = String::from("id,unused,name\n");
+    for id in 0..10_050 {
+        let unused = if id == 10_020 {
+            "x".to_owned()
+        } else {
+            id.to_string()
+        };
+        text.push_str(&format!("{id},{unused},n{id}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out.jsonl");
+    aqueduct_ok(&[
+        "convert",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--where",
+        "id >= 10019",
+        "--select",
+        "name, id * 2 AS twice, 7 AS seven",
+    ]);
+    assert_eq!(
+        read_json_lines(&out),
+        (10_019..10_050)
+            .map(|id| serde_json::json!({"name": format!("n{id}"), "twice": id * 2, "seven": 7}))
+            .collect::<Vec<_>>()
+    );
+
+    let constants = dir.path().join("constants.jsonl");
+    aqueduct_ok(&[
+        "convert",
+        input.to_str().unwrap(),
+        constants.to_str().unwrap(),
+        "--select",
+        "1 AS one",
+        "--on-error",
+        "skip",
+    ]);
+    assert_eq!(read_json_lines(&constants).len(), 10_050);
+}
