@@ -118,8 +118,9 @@ struct ConvertArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = aqueduct::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
-    /// Threads that decode a text input (default: one per core).
-    #[arg(long, default_value_t = aqueduct::source::default_threads())]
+    /// Threads that decode a text input; more than one pays where decoding, not encoding,
+    /// is the bottleneck (CSV or JSONL output).
+    #[arg(long, default_value_t = aqueduct::source::DEFAULT_THREADS)]
     threads: usize,
     /// Parquet compression: zstd, snappy, gzip or none.
     #[arg(long, default_value = "snappy")]

@@ -13,9 +13,9 @@
 //! numbers and byte offsets are the framer's, so errors and rejects name the same places as
 //! with one thread, and the batches are the same.
 //!
-//! Memory: a chunk is dispatched only with a token, and there are `in_flight` tokens, given
-//! back as the consumer takes each batch; so at most `in_flight` chunks are framed, being
-//! decoded or waiting to be put in order, however slow one of them is. A panic while
+//! Memory: a chunk is dispatched only with a token, and there are `workers + 1` tokens,
+//! given back as the consumer takes each batch; so at most that many chunks are framed,
+//! being decoded or waiting to be put in order, however slow one of them is. A panic while
 //! decoding a chunk becomes an error naming where the chunk starts.
 
 use std::collections::BTreeMap;
@@ -131,7 +131,7 @@ fn start<D: ChunkDecoder + 'static>(
     options: TextOptions,
     workers: usize,
 ) -> Result<Running> {
-    let in_flight = 2 * workers;
+    let in_flight = workers + 1;
     let schema = decoding.schema();
     let (work_tx, work_rx) = sync_channel::<Work>(workers);
     let (results_tx, results_rx) = sync_channel(in_flight);

@@ -387,8 +387,9 @@ impl Convert {
         self
     }
 
-    /// Threads that decode a text input (default: one per core); 1 decodes on one thread.
-    /// The output is the same whatever the number.
+    /// Threads that decode a text input (default
+    /// [`DEFAULT_THREADS`](crate::source::DEFAULT_THREADS)). The output is the same whatever
+    /// the number; each thread beyond the first holds one more chunk in flight.
     pub fn threads(mut self, threads: usize) -> Self {
         self.source.threads = threads.max(1);
         self
