@@ -5,10 +5,11 @@
 //! generates flat orders (CSV, JSONL, and Parquet made from the CSV) and nested events
 //! (JSONL) of about `AQUEDUCT_COMPARE_SIZE` (default `1GB`), then runs every tool on every
 //! job `AQUEDUCT_BENCH_RUNS` times (default 3), rotating the order of the tools from one
-//! round to the next, each as its own process under `/usr/bin/time`. Prints, per job, each
-//! tool's median time, MB/s of input and highest peak RSS, and aqueduct's throughput and
-//! memory as ratios to the best peer's. Every output's row count is checked against
-//! aqueduct's.
+//! round to the next, each as its own process under `/usr/bin/time`; aqueduct runs with its
+//! defaults and, as `aqueduct-t2`, with two decoding threads. Prints, per job, each tool's
+//! median time, MB/s of input and highest peak RSS, and the ratios of aqueduct's default
+//! run to the best peer's throughput and lowest peak RSS. Every output's row count is
+//! checked against aqueduct's.
 
 mod common;
 
@@ -83,7 +84,7 @@ struct Figures {
 fn command(tool: &'static str, job: &Job, folder: &Path, python: &str) -> Vec<String> {
     let input = folder.join(job.input).display().to_string();
     let output = folder.join(job.output).display().to_string();
-    if tool == "aqueduct" {
+    if tool.starts_with("aqueduct") {
         let mut args = vec![
             env!("CARGO_BIN_EXE_aqueduct").to_owned(),
             "convert".to_owned(),
@@ -92,6 +93,9 @@ fn command(tool: &'static str, job: &Job, folder: &Path, python: &str) -> Vec<St
             "--quiet".to_owned(),
         ];
         args.extend(job.flags.iter().map(|flag| (*flag).to_owned()));
+        if tool == "aqueduct-t2" {
+            args.extend(["--threads".to_owned(), "2".to_owned()]);
+        }
         return args;
     }
     vec![
@@ -131,7 +135,10 @@ fn count_rows(python: &str, path: &Path) -> u64 {
 
 /// Runs every tool on `job` `runs` times and checks their row counts against aqueduct's.
 fn bench_job(job: &Job, folder: &Path, python: &str, runs: usize) -> Vec<Figures> {
-    let tools: Vec<&'static str> = std::iter::once("aqueduct").chain(PEERS).collect();
+    let tools: Vec<&'static str> = ["aqueduct", "aqueduct-t2"]
+        .into_iter()
+        .chain(PEERS)
+        .collect();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut peak_rss = vec![0; tools.len()];
     let mut rows = vec![None; tools.len()];
@@ -183,7 +190,7 @@ fn print_job(job: &Job, input_mb: f64, figures: &[Figures]) {
         );
     }
     let ours = &figures[0];
-    let peers = &figures[1..];
+    let peers = &figures[2..];
     let fastest = peers
         .iter()
         .min_by(|a, b| a.seconds.total_cmp(&b.seconds))
