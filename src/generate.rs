@@ -183,13 +183,20 @@ fn order_json(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()>
         .unwrap_or_else(|| "null".to_owned());
     writeln!(
         line,
-        "{{\"id\":{id},\"customer_id\":{},\"email\":{email},\"status\":\"{}\",\"amount\":{amount},\"quantity\":{},\"country\":\"{}\",\"created_at\":\"{}\",\"note\":{}}}",
+        concat!(
+            "{{\"id\":{id},\"customer_id\":{},\"email\":{email},\"status\":\"{}\",",
+            "\"amount\":{amount},\"quantity\":{},\"country\":\"{}\",\"created_at\":\"{}\",",
+            "\"note\":{}}}"
+        ),
         order.customer_id,
         order.status,
         order.quantity,
         order.country,
         order.created_at,
         serde_json::Value::from(order.note),
+        id = id,
+        email = email,
+        amount = amount,
     )
 }
 
@@ -212,7 +219,12 @@ fn event_json(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()>
         .collect();
     writeln!(
         line,
-        "{{\"event_id\":{id},\"ts\":\"{}\",\"kind\":\"{}\",\"user\":{{\"id\":{user_id},\"name\":\"user{user_id}\",\"country\":\"{}\",\"premium\":{}}},\"tags\":[{}],\"items\":[{}],\"session\":{{\"id\":\"s-{:08x}\",\"device\":{{\"os\":\"{}\",\"version\":{}}}}}}}",
+        concat!(
+            "{{\"event_id\":{id},\"ts\":\"{}\",\"kind\":\"{}\",",
+            "\"user\":{{\"id\":{user_id},\"name\":\"user{user_id}\",\"country\":\"{}\",",
+            "\"premium\":{}}},\"tags\":[{}],\"items\":[{}],",
+            "\"session\":{{\"id\":\"s-{:08x}\",\"device\":{{\"os\":\"{}\",\"version\":{}}}}}}}"
+        ),
         timestamp(id as i64 * 3 + rng.below(3) as i64),
         rng.pick(&KINDS),
         rng.pick(&COUNTRIES),
@@ -222,6 +234,8 @@ fn event_json(rng: &mut SplitMix, id: u64, line: &mut Vec<u8>) -> io::Result<()>
         rng.below(1 << 32),
         rng.pick(&SYSTEMS),
         8 + rng.below(10),
+        id = id,
+        user_id = user_id,
     )
 }
 

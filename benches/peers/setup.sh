@@ -3,13 +3,6 @@
 # DataFusion's Python bindings) into a virtual environment outside the clone, and prints its
 # Python's path.
 set -euo pipefail
-venv="${AQUEDUCT_PEERS_VENV:-$HOME/.cache/aqueduct/peers-venv}"
-requirements="$(dirname "$0")/requirements.txt"
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv" >&2
-fi
-if ! cmp -s "$requirements" "$venv/requirements.txt"; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
-    cp "$requirements" "$venv/requirements.txt"
-fi
-echo "$venv/bin/python"
+here="$(dirname "$0")"
+exec bash "$here/../../tests/oracle/setup.sh" "$here/requirements.txt" \
+    "${AQUEDUCT_PEERS_VENV:-$HOME/.cache/aqueduct/peers-venv}"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the independent readers the cross-check tests compare against (DuckDB, pyarrow)
-# into a virtual environment outside the clone, and prints its Python's path.
+# Installs Python packages into a virtual environment outside the clone and prints its
+# Python's path. With no arguments: the independent readers the cross-check tests compare
+# against (DuckDB, pyarrow, from requirements.txt here). With arguments: REQUIREMENTS VENV.
 set -euo pipefail
-venv="${AQUEDUCT_ORACLE_VENV:-$HOME/.cache/aqueduct/venv}"
-requirements="$(dirname "$0")/requirements.txt"
+requirements="${1:-$(dirname "$0")/requirements.txt}"
+venv="${2:-${AQUEDUCT_ORACLE_VENV:-$HOME/.cache/aqueduct/venv}}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >&2
 fi
