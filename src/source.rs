@@ -1,14 +1,17 @@
 //! Sources: bytes in, Arrow `RecordBatch`es of `batch_size` rows out.
 //!
 //! ```text
-//!   file | stdin --> count bytes --> gunzip | unzstd --> sample prefix --> decoder --> batch
-//!                                                       (schema inference)
+//!   file | stdin --> count bytes --> gunzip | unzstd --> sample prefix --> framer --> decoder
+//!                                                       (schema inference)   (records)
 //! ```
 //!
 //! Every source yields batches of exactly `batch_size` rows except the last, which may be
-//! shorter. Memory held by a source: the read buffer ([`READ_BUFFER_BYTES`]), the inference
-//! sample (the first `infer_rows` lines, kept until the decoder has consumed them) and one
-//! batch under construction in the decoder.
+//! shorter, and for text input those from which bad records were set aside (see
+//! [`BatchSource::take_rejected`]). Memory held by a text source: the read buffer
+//! ([`READ_BUFFER_BYTES`]), the inference sample (the first `infer_rows` lines, kept until
+//! the decoder has consumed them), the raw bytes of one batch of records
+//! ([`records`](crate::records)) and one batch under construction in the decoder; with
+//! several decoding threads, that times the chunks in flight ([`parallel`](crate::parallel)).
 
 use std::collections::VecDeque;
 use std::fs::File;
