@@ -114,6 +114,9 @@ fn prepare(
 }
 
 /// Reads up to `lines` lines from the front of `reader`.
+///
+/// Limitation: a sample line is read whole, however long; `--max-record-bytes` is enforced
+/// only later, by the framer.
 fn read_sample(reader: &mut dyn BufRead, lines: usize, location: &str) -> Result<Vec<u8>> {
     let mut sample = Vec::new();
     for _ in 0..lines {

@@ -116,7 +116,8 @@ impl std::str::FromStr for OnError {
 pub enum ErrorLimit {
     /// At most this many.
     Count(u64),
-    /// At most this share of the records read (0.01 is 1%), judged at the end of the input.
+    /// At most this share of the records read (0.01 is 1%). Limitation: judged at the end of
+    /// the input only, so a run over a mostly bad file goes to its end before it fails.
     Ratio(f64),
 }
 
