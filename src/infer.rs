@@ -63,7 +63,7 @@ impl std::str::FromStr for Widen {
 /// The bytes of a text input that inference may read again.
 enum Replay {
     /// The sample read from the front of the stream.
-    Sample(Vec<u8>),
+    Sample(Arc<[u8]>),
     /// The whole file, opened afresh for each pass.
     File(Location),
 }
@@ -71,7 +71,7 @@ enum Replay {
 impl Replay {
     fn open(&self) -> Result<Box<dyn BufRead + Send>> {
         let mut reader: Box<dyn BufRead + Send> = match self {
-            Replay::Sample(sample) => Box::new(Cursor::new(sample.clone())),
+            Replay::Sample(sample) => Box::new(Cursor::new(Arc::clone(sample))),
             Replay::File(location) => open_bytes(location, Default::default())?,
         };
         let name = match self {
@@ -109,7 +109,7 @@ fn prepare(
     let sample = read_sample(reader.as_mut(), lines, &input.name)?;
     // A sample cut inside a quoted field ends in a broken record; leave it to the decoder.
     let whole = whole_records_prefix(&sample, syntax);
-    let replay = Replay::Sample(sample[..whole].to_vec());
+    let replay = Replay::Sample(Arc::from(&sample[..whole]));
     Ok((replay, Box::new(Cursor::new(sample).chain(reader))))
 }
 

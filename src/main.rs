@@ -9,6 +9,7 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -378,7 +379,8 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     let progress = job.progress();
     let progress_bar = (!args.quiet && std::io::stderr().is_terminal())
         .then(|| spawn_progress_bar(job.progress()));
-    let signal = tokio::spawn(wait_for_signal(cancel.clone()));
+    let signal_code = Arc::new(AtomicU8::new(0));
+    let signal = tokio::spawn(wait_for_signal(cancel.clone(), Arc::clone(&signal_code)));
 
     let result = job.run().await;
     if let Some((bar, task)) = progress_bar {
@@ -399,10 +401,10 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(aqueduct::Error::Cancelled) => {
-            // Only the signal task cancels the run, and it returns its code right after.
-            let code = match tokio::time::timeout(Duration::from_secs(1), signal).await {
-                Ok(Ok(code)) => code,
-                _ => 130,
+            // Only the signal task cancels the run, and it records its code first.
+            let code = match signal_code.load(Ordering::Acquire) {
+                0 => 130,
+                code => code,
             };
             eprintln!(
                 "aqueduct: interrupted after {} rows read, {} written; no output was left",
@@ -444,17 +446,17 @@ fn error_policy(mut job: Convert, args: &ConvertArgs) -> anyhow::Result<Convert>
     Ok(job)
 }
 
-/// Cancels the run on SIGINT or SIGTERM; returns the exit code for the signal.
-async fn wait_for_signal(cancel: CancellationToken) -> u8 {
+/// Cancels the run on SIGINT or SIGTERM, after storing the signal's exit code in `code`.
+async fn wait_for_signal(cancel: CancellationToken, code: Arc<AtomicU8>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).ok();
     let mut terminate = signal(SignalKind::terminate()).ok();
-    let code = tokio::select! {
+    let exit_code = tokio::select! {
         Some(()) = async { interrupt.as_mut()?.recv().await } => 130,
         Some(()) = async { terminate.as_mut()?.recv().await } => 143,
     };
+    code.store(exit_code, Ordering::Release);
     cancel.cancel();
-    code
 }
 
 fn spawn_progress_bar(progress: Arc<Progress>) -> (ProgressBar, tokio::task::JoinHandle<()>) {

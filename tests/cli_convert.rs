@@ -203,8 +203,8 @@ fn stdin_to_stdout_streams_every_row() {
         TextFormat::Csv,
         12_345,
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args([
+    let output = aqueduct_with_stdin(
+        &[
             "convert",
             "-",
             "-",
@@ -214,17 +214,9 @@ fn stdin_to_stdout_streams_every_row() {
             "jsonl",
             "--infer-rows",
             "50",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bytes = std::fs::read(&csv).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+        ],
+        std::fs::read(&csv).unwrap(),
+    );
     assert!(
         output.status.success(),
         "{}",

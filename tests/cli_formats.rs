@@ -4,8 +4,6 @@
 mod common;
 
 use std::fs::File;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use aqueduct::generate::{Dataset, TextFormat};
 use arrow::array::{Float64Array, Int64Array, StringArray};
@@ -117,18 +115,10 @@ fn parquet_on_stdin_to_an_arrow_stream_on_stdout_keeps_every_row() {
         parquet.to_str().unwrap(),
     ]);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-        .args(["convert", "-", "-", "--from", "parquet", "--to", "arrows"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let bytes = std::fs::read(&parquet).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&bytes).unwrap());
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let output = aqueduct_with_stdin(
+        &["convert", "-", "-", "--from", "parquet", "--to", "arrows"],
+        std::fs::read(&parquet).unwrap(),
+    );
     assert!(
         output.status.success(),
         "{}",

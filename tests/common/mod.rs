@@ -46,6 +46,28 @@ pub fn aqueduct_ok(args: &[&str]) -> Output {
     output
 }
 
+/// Runs the built binary with `args`, writing `input` to its stdin from another thread.
+pub fn aqueduct_with_stdin(args: &[&str], input: Vec<u8>) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the aqueduct binary runs");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("the aqueduct binary runs");
+    writer
+        .join()
+        .expect("the stdin writer does not panic")
+        .expect("stdin takes the input");
+    output
+}
+
 /// Reads a Parquet file with the parquet crate's own reader, as one batch.
 pub fn read_parquet(path: &Path) -> RecordBatch {
     let file = File::open(path).unwrap();
