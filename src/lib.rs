@@ -49,6 +49,7 @@ pub mod format;
 pub mod generate;
 pub mod infer;
 pub mod parallel;
+pub mod parquet_encode;
 pub mod pipeline;
 pub mod records;
 pub mod rejects;

@@ -119,10 +119,10 @@ struct ConvertArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = aqueduct::DEFAULT_BATCH_SIZE)]
     batch_size: usize,
-    /// Threads that decode a text input; more than one pays where decoding, not encoding,
-    /// is the bottleneck (CSV or JSONL output).
-    #[arg(long, default_value_t = aqueduct::source::DEFAULT_THREADS)]
-    threads: usize,
+    /// Threads for decoding and encoding [default: all cores]. Parquet output gives half of
+    /// them to encoding columns; the output is the same for any number.
+    #[arg(long)]
+    threads: Option<usize>,
     /// Parquet compression: zstd, snappy, gzip or none.
     #[arg(long, default_value = "snappy")]
     compression: String,
@@ -350,7 +350,10 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<u8> {
     .infer_rows(infer_rows(&args.input.infer_rows)?)
     .widen(args.input.widen.parse()?)
     .batch_size(args.batch_size)
-    .threads(args.threads)
+    .threads(
+        args.threads
+            .unwrap_or_else(aqueduct::pipeline::default_threads),
+    )
     .parquet_compression(args.compression.parse::<ParquetCompression>()?)
     .row_group_rows(args.row_group_rows)
     .row_group_bytes(parse_size(&args.row_group_bytes)? as usize)

@@ -6,9 +6,10 @@
 //! ```
 //!
 //! Memory held by a sink: the write buffer ([`WRITE_BUFFER_BYTES`]), the compressor's window,
-//! and for Parquet the row group being built, which is flushed once its encoded size passes
-//! `row_group_bytes` (or it reaches `row_group_rows`), so it never holds more than about one
-//! budget plus one batch.
+//! and for Parquet the row group being encoded, which is closed once its encoded size reaches
+//! `row_group_bytes` (or it reaches `row_group_rows`), plus the row group before it while that
+//! is written out: about two budgets and a few batches
+//! ([`parquet_encode`](crate::parquet_encode) encodes columns on several threads).
 //!
 //! Output to a path is atomic: bytes go to a hidden temporary file in the destination's
 //! folder, which [`Destination`] renames over the destination only after the whole run
@@ -21,12 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location, StreamCompression};
+use crate::parquet_encode::ParallelParquetWriter;
 
 /// Size of the buffer between the encoder and the file.
 pub const WRITE_BUFFER_BYTES: usize = 1 << 20;
@@ -96,6 +97,8 @@ pub struct SinkOptions {
     pub row_group_rows: usize,
     /// ...or when its encoded, buffered size passes this many bytes.
     pub row_group_bytes: usize,
+    /// Threads that encode Parquet columns.
+    pub threads: usize,
 }
 
 impl Default for SinkOptions {
@@ -106,6 +109,7 @@ impl Default for SinkOptions {
             parquet_compression: ParquetCompression::default(),
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            threads: crate::source::DEFAULT_THREADS,
         }
     }
 }
@@ -367,10 +371,11 @@ impl BatchSink for JsonSink {
     }
 }
 
-/// Parquet, with row groups closed by size as well as by row count.
+/// Parquet, with row groups closed by size as well as by row count, and columns encoded on
+/// [`SinkOptions::threads`] threads.
 struct ParquetSink {
     name: String,
-    writer: ArrowWriter<CompressedWriter>,
+    writer: ParallelParquetWriter<CompressedWriter>,
 }
 
 impl ParquetSink {
@@ -398,11 +403,16 @@ impl ParquetSink {
         // limit closes it by its estimated encoded size, not only at the row limit.
         let properties = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .set_max_row_group_bytes(Some(options.row_group_bytes))
             .build();
-        let writer = ArrowWriter::try_new(stream, Arc::clone(schema), Some(properties))
-            .map_err(|err| encode_error(&name, "parquet", err))?;
+        let writer = ParallelParquetWriter::try_new(
+            stream,
+            Arc::clone(schema),
+            properties,
+            options.threads,
+            options.row_group_rows,
+            options.row_group_bytes,
+        )
+        .map_err(|err| encode_error(&name, "parquet", err))?;
         Ok(ParquetSink { name, writer })
     }
 }
@@ -418,7 +428,7 @@ impl BatchSink for ParquetSink {
         let name = self.name;
         let stream = self
             .writer
-            .into_inner()
+            .finish()
             .map_err(|err| encode_error(&name, "parquet", err))?;
         stream.finish().map_err(|err| Error::io(name, err))
     }

@@ -110,11 +110,8 @@ impl Default for SourceOptions {
     }
 }
 
-/// Decoding threads unless set otherwise: one, the decode stage's own.
-///
-/// Measured on two cores, a second decoding thread made a filtered CSV to CSV run a fifth
-/// faster but Parquet output slower (its encoder needs the second core), at 50 to 70 MB more
-/// peak memory; so more threads are asked for, not assumed.
+/// Decoding threads of [`SourceOptions`] unless set otherwise: one, the caller's own.
+/// [`Convert`](crate::Convert) sets it from the cores it may use.
 pub const DEFAULT_THREADS: usize = 1;
 
 /// Opens `location` as a source of batches.

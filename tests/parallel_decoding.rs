@@ -1,5 +1,6 @@
-//! Decoding on several threads gives the same output, rejects and errors as on one: valid
-//! inputs of every text kind, the corpus of invalid inputs, and a failing run.
+//! Decoding and encoding on several threads give the same output, rejects and errors as on
+//! one: valid inputs of every text kind, the corpus of invalid inputs, a failing run, and
+//! Parquet output encoded by several column threads.
 
 mod common;
 
@@ -117,5 +118,46 @@ fn a_failing_run_fails_the_same_on_any_number_of_threads() {
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert_eq!(result.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains("line 3002 (byte "), "{threads}: {stderr}");
+    }
+}
+
+#[test]
+fn parquet_output_is_the_same_file_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = [
+        ("orders.csv", Dataset::Orders, TextFormat::Csv),
+        ("events.jsonl", Dataset::Events, TextFormat::Jsonl),
+    ];
+    for (name, dataset, format) in inputs {
+        let input = fixture(dir.path(), name, dataset, format, 20_000);
+        let convert = |threads: usize| {
+            let output = dir.path().join(format!("{name}-{threads}.parquet"));
+            aqueduct_ok(&[
+                "convert",
+                input.to_str().unwrap(),
+                output.to_str().unwrap(),
+                "--threads",
+                &threads.to_string(),
+                "--batch-size",
+                "1000",
+                "--row-group-bytes",
+                "64KiB",
+            ]);
+            output
+        };
+        let single = convert(1);
+        let batch = read_parquet(&single);
+        assert_eq!(batch.num_rows(), 20_000, "{name}");
+        let file = std::fs::File::open(&single).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let row_groups = parquet::file::reader::FileReader::metadata(&reader).num_row_groups();
+        assert!(row_groups > 3, "{name}: {row_groups} row groups");
+        for threads in [2, 3, 8] {
+            let parallel = convert(threads);
+            assert!(
+                std::fs::read(&parallel).unwrap() == std::fs::read(&single).unwrap(),
+                "{name}: the Parquet file differs with {threads} threads"
+            );
+        }
     }
 }
