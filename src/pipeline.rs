@@ -548,18 +548,19 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Shares `threads` between decoding and Parquet encoding: (decoding, encoding).
+/// Shares `threads` between decoding and encoding: (decoding, encoding).
 ///
 /// Measured on two cores (benches/README.md), one decoding and one encoding thread beat
-/// every other split for Parquet output, since decoding, encoding and the file writes each
-/// need about a core; a second decoding thread made text output about 30% faster.
+/// every other split for Parquet output, whose column encoders, decoder and file writes each
+/// need most of a core. Text output is cheaper per byte and its formatting threads wait on
+/// the decoders, so both get every thread there.
 fn split_threads(threads: usize, parquet_output: bool) -> (usize, usize) {
     let threads = threads.max(1);
     if parquet_output {
         let encoding = (threads / 2).max(1);
         ((threads - encoding).max(1), encoding)
     } else {
-        (threads, 1)
+        (threads, threads)
     }
 }
 

@@ -161,3 +161,37 @@ fn parquet_output_is_the_same_file_on_any_number_of_threads() {
         }
     }
 }
+
+#[test]
+fn csv_output_formatted_on_several_threads_keeps_its_order_and_one_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture(
+        dir.path(),
+        "orders.jsonl",
+        Dataset::Orders,
+        TextFormat::Jsonl,
+        7_000,
+    );
+    let convert = |threads: &str| {
+        let output = dir.path().join(format!("out-{threads}.csv"));
+        aqueduct_ok(&[
+            "convert",
+            input.to_str().unwrap(),
+            output.to_str().unwrap(),
+            "--threads",
+            threads,
+            "--batch-size",
+            "64",
+        ]);
+        std::fs::read_to_string(output).unwrap()
+    };
+    let single = convert("1");
+    assert_eq!(single.lines().count(), 7_001);
+    assert!(single.starts_with("id,"), "{}", &single[..40]);
+    for threads in ["2", "5"] {
+        assert!(
+            convert(threads) == single,
+            "CSV differs with {threads} threads"
+        );
+    }
+}
