@@ -6,7 +6,7 @@
 //! (JSONL) of about `AQUEDUCT_COMPARE_SIZE` (default `1GB`), then runs every tool on every
 //! job `AQUEDUCT_BENCH_RUNS` times (default 3), rotating the order of the tools from one
 //! round to the next, each as its own process under `/usr/bin/time`; aqueduct runs with its
-//! defaults and, as `aqueduct-t2`, with two decoding threads. Prints, per job, each tool's
+//! defaults (every core) and, as `aqueduct-t1`, with `--threads 1`. Prints, per job, each tool's
 //! median time, MB/s of input and highest peak RSS, and the ratios of aqueduct's default
 //! run to the best peer's throughput and lowest peak RSS. Every output's row count is
 //! checked against aqueduct's.
@@ -93,8 +93,8 @@ fn command(tool: &'static str, job: &Job, folder: &Path, python: &str) -> Vec<St
             "--quiet".to_owned(),
         ];
         args.extend(job.flags.iter().map(|flag| (*flag).to_owned()));
-        if tool == "aqueduct-t2" {
-            args.extend(["--threads".to_owned(), "2".to_owned()]);
+        if tool == "aqueduct-t1" {
+            args.extend(["--threads".to_owned(), "1".to_owned()]);
         }
         return args;
     }
@@ -135,7 +135,7 @@ fn count_rows(python: &str, path: &Path) -> u64 {
 
 /// Runs every tool on `job` `runs` times and checks their row counts against aqueduct's.
 fn bench_job(job: &Job, folder: &Path, python: &str, runs: usize) -> Vec<Figures> {
-    let tools: Vec<&'static str> = ["aqueduct", "aqueduct-t2"]
+    let tools: Vec<&'static str> = ["aqueduct", "aqueduct-t1"]
         .into_iter()
         .chain(PEERS)
         .collect();

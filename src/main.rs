@@ -200,7 +200,30 @@ fn tune_allocator() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
 }
 
+/// Turns transparent huge pages off for this process, where the system would otherwise
+/// give them to any mapping that asks (mimalloc's arenas do).
+///
+/// Each of a run's threads allocates from pages of its own; with huge pages, each of them
+/// touched a whole 2 MiB page at a time. Measured on the machine of benches/README.md, with
+/// the system's setting `madvise`, turning them off took 18 MB off a tiny run's peak RSS
+/// (43 to 25 MB) and 25 to 50 MB off 1 GB runs (CSV to CSV: 122 to 75 MB), with no loss of
+/// speed.
+#[cfg(target_os = "linux")]
+#[expect(
+    unsafe_code,
+    reason = "prctl is a C interface; the call takes plain integers"
+)]
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes no memory of this
+    // process; a failure (an old kernel) leaves the system's setting in place.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_huge_pages() {}
+
 fn main() -> ExitCode {
+    no_huge_pages();
     tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
