@@ -41,8 +41,9 @@
 //!
 //! Peak memory is bounded by the batch size, the queue depth and the writer's buffers, not by
 //! the input: see [`pipeline`] for the number of batches alive at once, [`source`] and
-//! [`sink`] for what each end buffers. The largest single holder is a Parquet row group in
-//! progress, capped by [`Convert::row_group_bytes`] (16 MiB by default).
+//! [`sink`] for what each end buffers. The largest holders are Parquet row groups: the one
+//! being encoded, capped by [`Convert::row_group_bytes`] (16 MiB by default), and the one
+//! before it while it is written out ([`parquet_encode`]).
 
 pub mod error;
 pub mod format;
