@@ -57,9 +57,11 @@ pub mod rejects;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod stream;
 pub mod text;
 pub mod transform;
 
+pub use arrow;
 pub use arrow::array::RecordBatch;
 pub use error::{Error, Result};
 pub use format::{CsvOptions, Format, Location, StreamCompression};
@@ -67,6 +69,7 @@ pub use pipeline::{Convert, Progress, Summary};
 pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
 pub use source::{BatchSource, SourceOptions, open_reader, open_source};
+pub use stream::{Batches, Pipeline};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's examples, compiled as doctests so that they keep up with the API.

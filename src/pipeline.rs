@@ -46,6 +46,16 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The counter of input bytes, for a source to add to.
+    pub(crate) fn bytes_read_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes_read)
+    }
+
+    /// The counter of output bytes, for a sink to add to.
+    pub(crate) fn bytes_written_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.bytes_written)
+    }
+
     /// Size of the input in bytes when it is a file (0 for stdin).
     pub fn input_bytes(&self) -> u64 {
         self.input_bytes.load(Ordering::Relaxed)
@@ -583,7 +593,7 @@ fn stage_failed(err: tokio::task::JoinError) -> Error {
     Error::Map { message }
 }
 
-fn plan_transforms(
+pub(crate) fn plan_transforms(
     transforms: &[Transform],
     input: SchemaRef,
 ) -> Result<(Vec<PlannedTransform>, SchemaRef)> {
@@ -627,7 +637,7 @@ type BatchSender = mpsc::Sender<Result<RecordBatch>>;
 type BatchReceiver = mpsc::Receiver<Result<RecordBatch>>;
 
 /// How the decode stage ended.
-struct Decoded {
+pub(crate) struct Decoded {
     /// True when it reached the end of the input; false when it stopped because the run is
     /// over (an error was sent, or downstream has gone).
     reached_end: bool,
@@ -637,7 +647,7 @@ struct Decoded {
 
 /// Reads batches until the end of the input, applying the error policy to the records the
 /// source could not decode.
-fn decode_stage(
+pub(crate) fn decode_stage(
     mut source: Box<dyn BatchSource>,
     mut policy: Policy,
     output: BatchSender,
@@ -690,7 +700,7 @@ fn decode_stage(
 }
 
 /// Applies the transforms to each batch, in order. Returns true when its input ended.
-fn transform_stage(
+pub(crate) fn transform_stage(
     transforms: &[PlannedTransform],
     mut input: BatchReceiver,
     output: BatchSender,

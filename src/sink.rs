@@ -192,6 +192,64 @@ pub fn open_sink(
             },
         ),
     };
+    let mut options = options.clone();
+    if format == Format::Csv
+        && location.is_tsv()
+        && options.format.is_none()
+        && options.csv.delimiter == b','
+    {
+        options.csv.delimiter = b'\t';
+    }
+    let stream_format = location.is_ipc_stream() || location.path().is_none();
+    let sink = sink_over(
+        file,
+        name,
+        format,
+        compression,
+        schema,
+        &options,
+        stream_format,
+        bytes_written,
+    )?;
+    Ok((sink, destination))
+}
+
+/// A sink that writes batches of `schema` as `format` into `writer` (a socket, a pipe, an
+/// HTTP body), named `name` in errors. Arrow IPC goes out in the stream format.
+pub fn open_writer_sink(
+    writer: Box<dyn Write + Send>,
+    name: String,
+    format: Format,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    bytes_written: Arc<AtomicU64>,
+) -> Result<Box<dyn BatchSink>> {
+    sink_over(
+        writer,
+        name,
+        format,
+        StreamCompression::None,
+        schema,
+        options,
+        true,
+        bytes_written,
+    )
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the two public openers each pass their own mix"
+)]
+fn sink_over(
+    file: Box<dyn Write + Send>,
+    name: String,
+    format: Format,
+    compression: StreamCompression,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    ipc_stream: bool,
+    bytes_written: Arc<AtomicU64>,
+) -> Result<Box<dyn BatchSink>> {
     let counted = CountingWriter {
         inner: file,
         bytes_written,
@@ -201,19 +259,13 @@ pub fn open_sink(
         CompressedWriter::new(buffered, compression).map_err(|err| Error::io(&name, err))?;
 
     tracing::debug!(output = %name, %format, "opening sink");
-    let sink: Box<dyn BatchSink> = match format {
-        Format::Csv => {
-            let mut csv = options.csv.clone();
-            if location.is_tsv() && options.format.is_none() && csv.delimiter == b',' {
-                csv.delimiter = b'\t';
-            }
-            Box::new(TextSink::new(
-                name,
-                stream,
-                TextEncoding::csv(&csv),
-                options.threads,
-            )?)
-        }
+    Ok(match format {
+        Format::Csv => Box::new(TextSink::new(
+            name,
+            stream,
+            TextEncoding::csv(&options.csv),
+            options.threads,
+        )?),
         Format::Jsonl => Box::new(TextSink::new(
             name,
             stream,
@@ -221,12 +273,8 @@ pub fn open_sink(
             options.threads,
         )?),
         Format::Parquet => Box::new(ParquetSink::new(name, stream, schema, options)?),
-        Format::Ipc => {
-            let stream_format = location.is_ipc_stream() || location.path().is_none();
-            Box::new(IpcSink::new(name, stream, schema, stream_format)?)
-        }
-    };
-    Ok((sink, destination))
+        Format::Ipc => Box::new(IpcSink::new(name, stream, schema, ipc_stream)?),
+    })
 }
 
 /// A hidden temporary file in the folder of `path`, to be renamed over it when complete.

@@ -1,0 +1,524 @@
+//! Pipelines between a program's own values: any batch stream, reader or iterator of rows
+//! in; a stream, a reader or any writer out.
+//!
+//! ```text
+//!   Stream | RecordBatchReader | rows (serde) | file
+//!     --> source thread --[queue]--> transform thread --[queue]--> Batches (Stream, reader)
+//!                                                             \--> encoder --> Write | AsyncWrite
+//! ```
+//!
+//! [`Pipeline`] runs its stages on threads of its own, joined by queues of
+//! [`DEFAULT_QUEUE_BATCHES`] batches, so it needs no async runtime for a blocking reader, and
+//! a slow consumer stalls the source: at most `2 * queue_batches + 3` batches exist at once,
+//! whatever the input's length. Dropping the output ([`Batches`] or the future of
+//! [`Pipeline::write_to`]) cancels the run: the source thread stops before its next batch.
+//! A source blocked inside a read stops when that read returns.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatchReader;
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::error::{Error, Result};
+use crate::format::{Format, Location};
+use crate::pipeline::{
+    DEFAULT_QUEUE_BATCHES, Progress, decode_stage, plan_transforms, transform_stage,
+};
+use crate::rejects::{OnError, Policy};
+use crate::sink::{SinkOptions, open_writer_sink};
+use crate::source::{BatchSource, SourceOptions, open_source};
+use crate::transform::Transform;
+
+/// A source that pulls batches from an async stream, from the source's thread.
+///
+/// Streams that need a tokio runtime (DataFusion's among them) are polled inside the runtime
+/// that was current when the source was made.
+pub struct StreamSource {
+    schema: SchemaRef,
+    stream: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl StreamSource {
+    /// A source of the batches of `stream`, all of `schema`.
+    pub fn new(
+        schema: SchemaRef,
+        stream: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+    ) -> Self {
+        StreamSource {
+            schema,
+            stream: Box::pin(stream),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+}
+
+impl BatchSource for StreamSource {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let next = self.stream.next();
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(next),
+            None => futures::executor::block_on(next),
+        }
+        .transpose()
+    }
+}
+
+/// A source of the batches of any arrow [`RecordBatchReader`].
+pub struct ReaderSource {
+    reader: Box<dyn RecordBatchReader + Send>,
+}
+
+impl ReaderSource {
+    /// A source that reads `reader` to its end.
+    pub fn new(reader: impl RecordBatchReader + Send + 'static) -> Self {
+        ReaderSource {
+            reader: Box::new(reader),
+        }
+    }
+}
+
+impl BatchSource for ReaderSource {
+    fn schema(&self) -> SchemaRef {
+        self.reader.schema()
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.reader.next().transpose().map_err(|err| Error::Decode {
+            location: "record batch reader".to_owned(),
+            message: err.to_string(),
+        })
+    }
+}
+
+/// A source of batches of `batch_size` rows made from Rust values through serde: each value
+/// is one row, its fields (by name) the columns of `schema`.
+pub struct RowSource<I: Iterator> {
+    schema: SchemaRef,
+    rows: I,
+    decoder: arrow::json::reader::Decoder,
+    chunk: Vec<I::Item>,
+    batch_size: usize,
+    rows_seen: u64,
+}
+
+impl<I> RowSource<I>
+where
+    I: Iterator + Send,
+    I::Item: serde::Serialize + Send,
+{
+    /// A source of `rows` in batches of `batch_size`. Fails when the schema cannot be
+    /// decoded into (a type arrow-json does not build).
+    pub fn new(
+        schema: SchemaRef,
+        rows: impl IntoIterator<IntoIter = I>,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let batch_size = batch_size.max(1);
+        let decoder = arrow::json::ReaderBuilder::new(Arc::clone(&schema))
+            .with_batch_size(batch_size)
+            .build_decoder()
+            .map_err(|err| Error::Schema {
+                location: "rows".to_owned(),
+                message: err.to_string(),
+            })?;
+        Ok(RowSource {
+            schema,
+            rows: rows.into_iter(),
+            decoder,
+            chunk: Vec::with_capacity(batch_size),
+            batch_size,
+            rows_seen: 0,
+        })
+    }
+}
+
+impl<I> BatchSource for RowSource<I>
+where
+    I: Iterator + Send,
+    I::Item: serde::Serialize + Send,
+{
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        self.chunk.clear();
+        self.chunk.extend(self.rows.by_ref().take(self.batch_size));
+        if self.chunk.is_empty() {
+            return Ok(None);
+        }
+        let first = self.rows_seen + 1;
+        self.rows_seen += self.chunk.len() as u64;
+        let rows_error = |err: ArrowError| Error::Decode {
+            location: "rows".to_owned(),
+            message: format!(
+                "in rows {first} to {}: {err}",
+                first + self.chunk.len() as u64 - 1
+            ),
+        };
+        self.decoder.serialize(&self.chunk).map_err(rows_error)?;
+        Ok(Some(
+            self.decoder
+                .flush()
+                .map_err(rows_error)?
+                .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema))),
+        ))
+    }
+}
+
+/// A source, the transforms to run on it, and where the batches go.
+///
+/// # Example
+///
+/// ```
+/// # async fn example() -> aqueduct::Result<()> {
+/// use std::sync::Arc;
+/// use aqueduct::arrow::datatypes::{DataType, Field, Schema};
+/// use aqueduct::stream::{Pipeline, RowSource};
+/// use futures::TryStreamExt;
+///
+/// #[derive(serde::Serialize)]
+/// struct Order { id: i64, amount: f64 }
+///
+/// let schema = Arc::new(Schema::new(vec![
+///     Field::new("id", DataType::Int64, false),
+///     Field::new("amount", DataType::Float64, false),
+/// ]));
+/// let orders = (0..10_000).map(|id| Order { id, amount: id as f64 * 1.5 });
+/// let batches: Vec<_> = Pipeline::new(RowSource::new(schema, orders, 4096)?)
+///     .filter("amount >= 100")
+///     .into_stream()?
+///     .try_collect()
+///     .await?;
+/// let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+/// assert_eq!(rows, 10_000 - 67);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pipeline {
+    source: Box<dyn BatchSource>,
+    name: String,
+    transforms: Vec<Transform>,
+    queue_batches: usize,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+}
+
+impl Pipeline {
+    /// A pipeline that reads `source`.
+    pub fn new(source: impl BatchSource + 'static) -> Self {
+        Pipeline::from_boxed(Box::new(source), "source".to_owned())
+    }
+
+    /// A pipeline that reads a file (or `-`, stdin) as [`Convert`](crate::Convert) does,
+    /// with `options`. Fails when the file cannot be opened or its schema inferred.
+    pub fn open(input: impl Into<Location>, options: &SourceOptions) -> Result<Self> {
+        let input = input.into();
+        let progress = Arc::new(Progress::default());
+        let source = open_source(&input, options, progress.bytes_read_counter())?;
+        let mut pipeline = Pipeline::from_boxed(source, input.input_name());
+        pipeline.progress = progress;
+        Ok(pipeline)
+    }
+
+    /// A pipeline that reads an async stream of batches of `schema`.
+    pub fn from_stream(
+        schema: SchemaRef,
+        stream: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
+    ) -> Self {
+        Pipeline::new(StreamSource::new(schema, stream))
+    }
+
+    /// A pipeline that reads an arrow [`RecordBatchReader`].
+    pub fn from_reader(reader: impl RecordBatchReader + Send + 'static) -> Self {
+        Pipeline::new(ReaderSource::new(reader))
+    }
+
+    fn from_boxed(source: Box<dyn BatchSource>, name: String) -> Self {
+        Pipeline {
+            source,
+            name,
+            transforms: Vec::new(),
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            cancel: CancellationToken::new(),
+            progress: Arc::new(Progress::default()),
+        }
+    }
+
+    /// Keeps the rows for which the SQL predicate is true.
+    pub fn filter(mut self, predicate: impl Into<String>) -> Self {
+        self.transforms.push(Transform::Filter(predicate.into()));
+        self
+    }
+
+    /// Replaces the columns with a SQL select list.
+    pub fn select(mut self, columns: impl Into<String>) -> Self {
+        self.transforms.push(Transform::Select(columns.into()));
+        self
+    }
+
+    /// Runs a fallible function on every batch; it must return batches of `output_schema`.
+    pub fn map<F>(mut self, output_schema: SchemaRef, function: F) -> Self
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    {
+        self.transforms.push(Transform::Map {
+            output_schema,
+            function: Arc::new(function),
+        });
+        self
+    }
+
+    /// Batches each queue between stages may hold (default [`DEFAULT_QUEUE_BATCHES`]).
+    pub fn queue_batches(mut self, batches: usize) -> Self {
+        self.queue_batches = batches.max(1);
+        self
+    }
+
+    /// Stops the run when `token` is cancelled; the output then ends with
+    /// [`Error::Cancelled`].
+    pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Counters of the run, readable while it runs.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Starts the stages and returns their output as a stream of batches.
+    ///
+    /// Fails at once when the SQL does not plan against the source's schema. Dropping the
+    /// stream cancels the run.
+    pub fn into_stream(self) -> Result<Batches> {
+        let (schema, transformed, guard) = self.start()?;
+        Ok(Batches {
+            schema,
+            receiver: transformed,
+            _cancel_on_drop: guard,
+        })
+    }
+
+    /// Starts the stages and returns their output as an arrow [`RecordBatchReader`], for
+    /// code without an async runtime.
+    pub fn into_reader(self) -> Result<BatchReader> {
+        self.into_stream().map(|batches| BatchReader { batches })
+    }
+
+    /// Encodes the output as `format` into `writer`, a blocking [`Write`]; returns the rows
+    /// written. Runs on the calling thread until the input ends.
+    pub fn write_blocking(
+        self,
+        writer: impl Write + Send + 'static,
+        format: Format,
+        options: &SinkOptions,
+    ) -> Result<u64> {
+        let progress = Arc::clone(&self.progress);
+        let (schema, mut batches, _guard) = self.start()?;
+        let mut sink = open_writer_sink(
+            Box::new(writer),
+            "writer".to_owned(),
+            format,
+            &schema,
+            options,
+            progress.bytes_written_counter(),
+        )?;
+        let mut rows = 0;
+        while let Some(batch) = batches.blocking_recv() {
+            let batch = batch?;
+            sink.write(&batch)?;
+            rows += batch.num_rows() as u64;
+        }
+        sink.finish()?;
+        Ok(rows)
+    }
+
+    /// Encodes the output as `format` into an async `writer` (an HTTP body, a socket);
+    /// returns the rows written.
+    ///
+    /// Encoding runs on a blocking thread and hands its bytes over in buffers of about
+    /// [`WRITE_BUFFER_BYTES`](crate::sink::WRITE_BUFFER_BYTES) through a queue of two, so the
+    /// source reads no faster than `writer` takes bytes. When this future is dropped, the run
+    /// is cancelled and the encoder stops before its next batch; what was written stays
+    /// written.
+    pub async fn write_to<W>(
+        self,
+        mut writer: W,
+        format: Format,
+        options: &SinkOptions,
+    ) -> Result<u64>
+    where
+        W: AsyncWrite + Unpin,
+    {
+        let progress = Arc::clone(&self.progress);
+        let cancel = self.cancel.clone();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let (schema, mut batches, _guard) = self.start()?;
+        let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(2);
+        let mut sink = open_writer_sink(
+            Box::new(ChannelWriter { chunks: chunks_tx }),
+            "writer".to_owned(),
+            format,
+            &schema,
+            options,
+            progress.bytes_written_counter(),
+        )?;
+        let encoder = std::thread::Builder::new()
+            .name("aqueduct-encode".into())
+            .spawn(move || -> Result<u64> {
+                let mut rows = 0;
+                while let Some(batch) = batches.blocking_recv() {
+                    if cancel.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    let batch = batch?;
+                    sink.write(&batch)?;
+                    rows += batch.num_rows() as u64;
+                }
+                sink.finish()?;
+                Ok(rows)
+            })
+            .map_err(|err| Error::io("writer", err))?;
+        let mut write_error = None;
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(err) = writer.write_all(&chunk).await {
+                write_error = Some(err);
+                break;
+            }
+        }
+        if let Some(err) = write_error {
+            // Stops the encoder: its next hand-over finds the queue closed.
+            drop(chunks);
+            return Err(Error::io("writer", err));
+        }
+        writer
+            .flush()
+            .await
+            .map_err(|err| Error::io("writer", err))?;
+        let joined = tokio::task::spawn_blocking(move || encoder.join())
+            .await
+            .map_err(|err| Error::Map {
+                message: format!("the encoder stopped: {err}"),
+            })?;
+        joined.unwrap_or_else(|_| {
+            Err(Error::Map {
+                message: "the encoder panicked".to_owned(),
+            })
+        })
+    }
+
+    /// Plans the transforms and starts the source and transform threads.
+    fn start(self) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>, DropGuard)> {
+        let Pipeline {
+            source,
+            name,
+            transforms,
+            queue_batches,
+            cancel,
+            progress,
+        } = self;
+        let (planned, schema) = plan_transforms(&transforms, source.schema())?;
+        let policy = Policy::new(name, OnError::Fail, None, None)?;
+        let (decoded_tx, decoded_rx) = mpsc::channel(queue_batches);
+        let (transformed_tx, transformed_rx) = mpsc::channel(queue_batches);
+        let guard = cancel.clone().drop_guard();
+        let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(work)
+                .map(drop)
+                .map_err(|err| Error::io("pipeline", err))
+        };
+        spawn(
+            "aqueduct-source",
+            Box::new(move || {
+                decode_stage(source, policy, decoded_tx, &progress, &cancel);
+            }),
+        )?;
+        spawn(
+            "aqueduct-transform",
+            Box::new(move || {
+                transform_stage(&planned, decoded_rx, transformed_tx);
+            }),
+        )?;
+        Ok((schema, transformed_rx, guard))
+    }
+}
+
+/// The output of a [`Pipeline`] as a stream of batches; dropping it cancels the run.
+pub struct Batches {
+    schema: SchemaRef,
+    receiver: mpsc::Receiver<Result<RecordBatch>>,
+    _cancel_on_drop: DropGuard,
+}
+
+impl Batches {
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+impl Stream for Batches {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.receiver.poll_recv(cx)
+    }
+}
+
+/// The output of a [`Pipeline`] as a blocking arrow reader; dropping it cancels the run.
+pub struct BatchReader {
+    batches: Batches,
+}
+
+impl Iterator for BatchReader {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.batches
+            .receiver
+            .blocking_recv()
+            .map(|batch| batch.map_err(|err| ArrowError::ExternalError(Box::new(err))))
+    }
+}
+
+impl RecordBatchReader for BatchReader {
+    fn schema(&self) -> SchemaRef {
+        self.batches.schema()
+    }
+}
+
+/// Hands encoded bytes to an async task through a bounded queue: the encoder waits while
+/// the queue is full, which is the backpressure of [`Pipeline::write_to`].
+struct ChannelWriter {
+    chunks: mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.chunks.blocking_send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer has gone")
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,298 @@
+//! Pipelines between a program's own values: rows, streams and readers in; streams, readers
+//! and writers out; backpressure, cancellation and a consumer that goes away.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use aqueduct::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use aqueduct::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use aqueduct::arrow::record_batch::{RecordBatchIterator, RecordBatchReader};
+use aqueduct::generate::{Dataset, TextFormat};
+use aqueduct::stream::{Pipeline, RowSource};
+use aqueduct::{BatchSource, CancellationToken, Error, Format, SinkOptions, SourceOptions};
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+
+#[derive(serde::Serialize)]
+struct Order {
+    id: i64,
+    customer: String,
+    amount: Option<f64>,
+}
+
+fn order_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("customer", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, true),
+    ]))
+}
+
+fn orders(count: i64) -> impl Iterator<Item = Order> + Send {
+    (0..count).map(|id| Order {
+        id,
+        customer: format!("c{}", id % 7),
+        amount: (id % 5 != 0).then(|| id as f64 / 4.0),
+    })
+}
+
+fn ids(batches: &[RecordBatch], column: usize) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|batch| {
+            let ids = batch
+                .column(column)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            ids.values().to_vec()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn rows_become_batches_that_stream_out_filtered_and_selected() {
+    let source = RowSource::new(order_schema(), orders(10_000), 1_000).unwrap();
+    let stream = Pipeline::new(source)
+        .filter("amount > 100 AND customer = 'c3'")
+        .select("id, amount * 2 AS doubled")
+        .into_stream()
+        .unwrap();
+    assert_eq!(stream.schema().field(1).name(), "doubled");
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    let expected: Vec<i64> = (0..10_000)
+        .filter(|id| id % 5 != 0 && *id as f64 / 4.0 > 100.0 && id % 7 == 3)
+        .collect();
+    assert_eq!(ids(&batches, 0), expected);
+    let doubled = batches[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert_eq!(doubled.value(0), expected[0] as f64 / 2.0);
+    assert!(batches.iter().all(|batch| batch.num_rows() <= 1_000));
+}
+
+#[test]
+fn a_file_reads_out_through_a_blocking_reader_without_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = fixture(
+        dir.path(),
+        "orders.csv",
+        Dataset::Orders,
+        TextFormat::Csv,
+        5_000,
+    );
+    let options = SourceOptions {
+        batch_size: 512,
+        ..SourceOptions::default()
+    };
+    let reader = Pipeline::open(csv.to_str().unwrap(), &options)
+        .unwrap()
+        .select("id")
+        .into_reader()
+        .unwrap();
+    assert_eq!(reader.schema().fields().len(), 1);
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    assert_eq!(ids(&batches, 0), (1..=5_000).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_stream_of_batches_is_written_to_an_async_writer_as_csv() {
+    let schema = order_schema();
+    let batch = |start: i64| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![start, start + 1])),
+                Arc::new(StringArray::from(vec!["a,b", "c"])),
+                Arc::new(Float64Array::from(vec![Some(1.5), None])),
+            ],
+        )
+        .map_err(|err| Error::Map {
+            message: err.to_string(),
+        })
+    };
+    let input = futures::stream::iter([batch(1), batch(3)]);
+    let mut out = Vec::new();
+    let rows = Pipeline::from_stream(Arc::clone(&schema), input)
+        .write_to(&mut out, Format::Csv, &SinkOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rows, 4);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "id,customer,amount\n1,\"a,b\",1.5\n2,c,\n3,\"a,b\",1.5\n4,c,\n"
+    );
+}
+
+#[test]
+fn an_arrow_reader_feeds_a_pipeline_written_as_parquet() {
+    let schema = order_schema();
+    let batches: Vec<RecordBatch> = RowSource::new(Arc::clone(&schema), orders(3_000), 700)
+        .map(|mut source| std::iter::from_fn(move || source.next_batch().unwrap()))
+        .unwrap()
+        .collect();
+    let reader = RecordBatchIterator::new(batches.clone().into_iter().map(Ok), schema);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let rows = Pipeline::from_reader(reader)
+        .write_blocking(file, Format::Parquet, &SinkOptions::default())
+        .unwrap();
+    assert_eq!(rows, 3_000);
+    let read = read_parquet(&path);
+    let expected =
+        aqueduct::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(read, expected);
+    assert_eq!(read.column(2).null_count(), 600);
+}
+
+/// An endless source that counts the batches asked of it.
+struct Endless {
+    schema: SchemaRef,
+    made: Arc<AtomicUsize>,
+}
+
+impl BatchSource for Endless {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn next_batch(&mut self) -> aqueduct::Result<Option<RecordBatch>> {
+        let start = self.made.fetch_add(1, Ordering::SeqCst) as i64 * 100;
+        let ids = Int64Array::from_iter_values(start..start + 100);
+        Ok(Some(
+            RecordBatch::try_new(Arc::clone(&self.schema), vec![Arc::new(ids)]).unwrap(),
+        ))
+    }
+}
+
+fn endless() -> (Endless, Arc<AtomicUsize>) {
+    let made = Arc::new(AtomicUsize::new(0));
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+    (
+        Endless {
+            schema,
+            made: Arc::clone(&made),
+        },
+        made,
+    )
+}
+
+/// Waits until `counter` stops moving and returns its value.
+async fn settled(counter: &AtomicUsize) -> usize {
+    let mut last = counter.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = counter.load(Ordering::SeqCst);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_slow_consumer_holds_the_source_back_and_dropping_the_stream_stops_it() {
+    let (source, made) = endless();
+    let mut stream = Pipeline::new(source).into_stream().unwrap();
+    for _ in 0..3 {
+        stream.next().await.unwrap().unwrap();
+    }
+    // Two queues of two batches, and one batch in each stage's hands.
+    let ahead = settled(&made).await;
+    assert!(
+        ahead <= 3 + 2 * 2 + 3,
+        "the source ran {ahead} batches ahead"
+    );
+    drop(stream);
+    let stopped = settled(&made).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        stopped,
+        "the source kept going"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_the_token_ends_the_stream_with_the_cancelled_error() {
+    let (source, _) = endless();
+    let token = CancellationToken::new();
+    let mut stream = Pipeline::new(source)
+        .cancel_token(token.clone())
+        .into_stream()
+        .unwrap();
+    stream.next().await.unwrap().unwrap();
+    token.cancel();
+    let mut ended_with = None;
+    while let Some(item) = stream.next().await {
+        if let Err(err) = item {
+            ended_with = Some(err);
+        }
+    }
+    assert!(
+        matches!(ended_with, Some(Error::Cancelled)),
+        "{ended_with:?}"
+    );
+}
+
+/// An async writer that takes `limit` bytes and then fails as a closed connection does.
+struct Disconnecting {
+    taken: usize,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Disconnecting {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.taken >= self.limit {
+            return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+        }
+        self.taken += buf.len();
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_writer_that_goes_away_stops_the_source() {
+    let (source, made) = endless();
+    let writer = Disconnecting {
+        taken: 0,
+        limit: 4 << 20,
+    };
+    let result = Pipeline::new(source)
+        .write_to(writer, Format::Jsonl, &SinkOptions::default())
+        .await;
+    assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+    let stopped = settled(&made).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        stopped,
+        "the source kept going"
+    );
+    // 4 MiB taken, plus at most about 6 MiB in flight (three write buffers, two queued
+    // chunks, one being written), at 1.4 KB of JSON Lines per batch of 100 ids.
+    assert!(
+        stopped < 8_000,
+        "{stopped} batches made for 4 MiB of output"
+    );
+}
