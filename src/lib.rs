@@ -49,6 +49,7 @@ pub mod error;
 pub mod format;
 pub mod generate;
 pub mod infer;
+mod ordered;
 pub mod parallel;
 pub mod parquet_encode;
 pub mod pipeline;

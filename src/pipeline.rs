@@ -339,6 +339,7 @@ impl Convert {
         self.transforms.push(Transform::Map {
             output_schema,
             function: Arc::new(function),
+            workers: 1,
         });
         self
     }

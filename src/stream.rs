@@ -30,13 +30,14 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{Format, Location};
+use crate::ordered::ordered_map_stage;
 use crate::pipeline::{
     DEFAULT_QUEUE_BATCHES, Progress, decode_stage, plan_transforms, transform_stage,
 };
 use crate::rejects::{OnError, Policy};
 use crate::sink::{SinkOptions, open_writer_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
-use crate::transform::Transform;
+use crate::transform::{PlannedTransform, Transform};
 
 /// A source that pulls batches from an async stream, from the source's thread.
 ///
@@ -279,6 +280,25 @@ impl Pipeline {
         self.transforms.push(Transform::Map {
             output_schema,
             function: Arc::new(function),
+            workers: 1,
+        });
+        self
+    }
+
+    /// Runs a fallible function on every batch on `workers` threads, passing the results on
+    /// in input order; it must return batches of `output_schema`.
+    ///
+    /// At most `2 * workers` batches are inside the stage at once: a slow batch holds back
+    /// the ones after it rather than letting them pile up. A panic in `function` becomes an
+    /// [`Error::Map`] of the run.
+    pub fn map_ordered<F>(mut self, workers: usize, output_schema: SchemaRef, function: F) -> Self
+    where
+        F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
+    {
+        self.transforms.push(Transform::Map {
+            output_schema,
+            function: Arc::new(function),
+            workers: workers.max(1),
         });
         self
     }
@@ -434,8 +454,7 @@ impl Pipeline {
         } = self;
         let (planned, schema) = plan_transforms(&transforms, source.schema())?;
         let policy = Policy::new(name, OnError::Fail, None, None)?;
-        let (decoded_tx, decoded_rx) = mpsc::channel(queue_batches);
-        let (transformed_tx, transformed_rx) = mpsc::channel(queue_batches);
+        let (decoded_tx, mut upstream) = mpsc::channel(queue_batches);
         let guard = cancel.clone().drop_guard();
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -450,13 +469,47 @@ impl Pipeline {
                 decode_stage(source, policy, decoded_tx, &progress, &cancel);
             }),
         )?;
-        spawn(
-            "aqueduct-transform",
-            Box::new(move || {
-                transform_stage(&planned, decoded_rx, transformed_tx);
-            }),
-        )?;
-        Ok((schema, transformed_rx, guard))
+        // Runs of ordinary transforms share a thread; a map on several workers is a stage
+        // of its own.
+        let flush = |segment: &mut Vec<PlannedTransform>,
+                     upstream: &mut mpsc::Receiver<Result<RecordBatch>>|
+         -> Result<()> {
+            if segment.is_empty() {
+                return Ok(());
+            }
+            let (tx, rx) = mpsc::channel(queue_batches);
+            let transforms = std::mem::take(segment);
+            let input = std::mem::replace(upstream, rx);
+            spawn(
+                "aqueduct-transform",
+                Box::new(move || {
+                    transform_stage(&transforms, input, tx);
+                }),
+            )
+        };
+        let mut segment = Vec::new();
+        for transform in planned {
+            let workers = match &transform {
+                PlannedTransform::Map { workers, .. } => *workers,
+                _ => 1,
+            };
+            if workers == 1 {
+                segment.push(transform);
+                continue;
+            }
+            flush(&mut segment, &mut upstream)?;
+            let (tx, rx) = mpsc::channel(queue_batches);
+            let input = std::mem::replace(&mut upstream, rx);
+            let transform = Arc::new(transform);
+            spawn(
+                "aqueduct-map",
+                Box::new(move || {
+                    ordered_map_stage(transform, workers, input, tx);
+                }),
+            )?;
+        }
+        flush(&mut segment, &mut upstream)?;
+        Ok((schema, upstream, guard))
     }
 }
 

@@ -33,6 +33,8 @@ pub enum Transform {
         output_schema: SchemaRef,
         /// The function.
         function: MapFn,
+        /// Threads that run it, in order; 1 runs it on the transform thread.
+        workers: usize,
     },
 }
 
@@ -73,6 +75,8 @@ pub enum PlannedTransform {
         schema: SchemaRef,
         /// The function.
         function: MapFn,
+        /// Threads that run it.
+        workers: usize,
     },
 }
 
@@ -97,9 +101,11 @@ impl Transform {
             Transform::Map {
                 output_schema,
                 function,
+                workers,
             } => Ok(PlannedTransform::Map {
                 schema: Arc::clone(output_schema),
                 function: Arc::clone(function),
+                workers: (*workers).max(1),
             }),
         }
     }
@@ -125,7 +131,9 @@ impl PlannedTransform {
                 columns,
                 schema,
             } => select(sql, columns, schema, &batch),
-            PlannedTransform::Map { schema, function } => {
+            PlannedTransform::Map {
+                schema, function, ..
+            } => {
                 let output = function(batch)?;
                 if output.schema().fields() != schema.fields() {
                     return Err(Error::Map {

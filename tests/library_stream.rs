@@ -296,3 +296,142 @@ async fn a_writer_that_goes_away_stops_the_source() {
         "{stopped} batches made for 4 MiB of output"
     );
 }
+
+fn id_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
+}
+
+/// Doubles the ids of a batch.
+fn doubled(batch: &RecordBatch) -> RecordBatch {
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    let doubled = Int64Array::from_iter_values(ids.values().iter().map(|id| id * 2));
+    RecordBatch::try_new(batch.schema(), vec![Arc::new(doubled)]).unwrap()
+}
+
+#[tokio::test]
+async fn an_ordered_parallel_map_runs_concurrently_and_keeps_input_order() {
+    #[derive(serde::Serialize)]
+    struct Row {
+        id: i64,
+    }
+    let rows = (0..20_000).map(|id| Row { id });
+    let active = Arc::new(AtomicUsize::new(0));
+    let most_active = Arc::new(AtomicUsize::new(0));
+    let (active_in, most_in) = (Arc::clone(&active), Arc::clone(&most_active));
+    let batches: Vec<RecordBatch> = Pipeline::new(RowSource::new(id_schema(), rows, 100).unwrap())
+        .map_ordered(4, id_schema(), move |batch| {
+            let now = active_in.fetch_add(1, Ordering::SeqCst) + 1;
+            most_in.fetch_max(now, Ordering::SeqCst);
+            let first = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
+            // Uneven work, so that later batches often finish before earlier ones.
+            std::thread::sleep(Duration::from_millis((first as u64 * 7919) % 13));
+            active_in.fetch_sub(1, Ordering::SeqCst);
+            Ok(doubled(&batch))
+        })
+        .filter("id % 4 = 0")
+        .into_stream()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let expected: Vec<i64> = (0..20_000)
+        .map(|id| id * 2)
+        .filter(|id| id % 4 == 0)
+        .collect();
+    assert_eq!(ids(&batches, 0), expected);
+    assert!(
+        most_active.load(Ordering::SeqCst) > 1,
+        "the map never ran in parallel"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_head_batch_holds_the_others_back() {
+    let (source, made) = endless();
+    let mut stream = Pipeline::new(source)
+        .map_ordered(4, id_schema(), |batch| {
+            let first = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
+            if first == 0 {
+                std::thread::sleep(Duration::from_millis(800));
+            }
+            Ok(doubled(&batch))
+        })
+        .into_stream()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // While the head batch is slow: 2 * 4 in the map stage, two queued before it, one in
+    // the source's hands and one waiting to be handed out.
+    let waiting = made.load(Ordering::SeqCst);
+    assert!(
+        waiting <= 12,
+        "{waiting} batches made behind a slow head batch"
+    );
+    let mut firsts = Vec::new();
+    for _ in 0..20 {
+        let batch = stream.next().await.unwrap().unwrap();
+        firsts.push(
+            batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0),
+        );
+    }
+    assert_eq!(
+        firsts,
+        (0..20).map(|index| index * 200).collect::<Vec<i64>>()
+    );
+}
+
+#[tokio::test]
+async fn a_panic_in_the_map_is_an_error_of_the_run() {
+    let (source, _) = endless();
+    let mut stream = Pipeline::new(source)
+        .map_ordered(3, id_schema(), |batch| {
+            let first = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .value(0);
+            assert!(first != 300, "batch at 300 is bad");
+            Ok(batch)
+        })
+        .into_stream()
+        .unwrap();
+    for expected in [0, 100, 200] {
+        let batch = stream.next().await.unwrap().unwrap();
+        let first = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .value(0);
+        assert_eq!(first, expected);
+    }
+    match stream.next().await {
+        Some(Err(Error::Map { message })) => {
+            assert!(
+                message.contains("panicked: batch at 300 is bad"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the panic as an error, got {other:?}"),
+    }
+    assert!(stream.next().await.is_none());
+}
