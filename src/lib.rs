@@ -70,7 +70,7 @@ pub use pipeline::{Convert, Progress, Summary};
 pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
 pub use source::{BatchSource, SourceOptions, open_reader, open_source};
-pub use stream::{Batches, Pipeline};
+pub use stream::{Batches, ByteStream, Pipeline};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's examples, compiled as doctests so that they keep up with the API.

@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
@@ -368,14 +369,12 @@ impl Pipeline {
         Ok(rows)
     }
 
-    /// Encodes the output as `format` into an async `writer` (an HTTP body, a socket);
-    /// returns the rows written.
+    /// Encodes the output as `format` into an async `writer` (a socket, a file); returns the
+    /// rows written.
     ///
-    /// Encoding runs on a blocking thread and hands its bytes over in buffers of about
-    /// [`WRITE_BUFFER_BYTES`](crate::sink::WRITE_BUFFER_BYTES) through a queue of two, so the
-    /// source reads no faster than `writer` takes bytes. When this future is dropped, the run
-    /// is cancelled and the encoder stops before its next batch; what was written stays
-    /// written.
+    /// The bytes come from [`Pipeline::into_bytes`], so the source reads no faster than
+    /// `writer` takes them. When this future is dropped, the run is cancelled and the
+    /// encoder stops before its next batch; what was written stays written.
     pub async fn write_to<W>(
         self,
         mut writer: W,
@@ -385,60 +384,68 @@ impl Pipeline {
     where
         W: AsyncWrite + Unpin,
     {
-        let progress = Arc::clone(&self.progress);
-        let cancel = self.cancel.clone();
-        let _cancel_on_drop = cancel.clone().drop_guard();
-        let (schema, mut batches, _guard) = self.start()?;
-        let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(2);
-        let mut sink = open_writer_sink(
-            Box::new(ChannelWriter { chunks: chunks_tx }),
-            "writer".to_owned(),
-            format,
-            &schema,
-            options,
-            progress.bytes_written_counter(),
-        )?;
-        let encoder = std::thread::Builder::new()
-            .name("aqueduct-encode".into())
-            .spawn(move || -> Result<u64> {
-                let mut rows = 0;
-                while let Some(batch) = batches.blocking_recv() {
-                    if cancel.is_cancelled() {
-                        return Err(Error::Cancelled);
-                    }
-                    let batch = batch?;
-                    sink.write(&batch)?;
-                    rows += batch.num_rows() as u64;
-                }
-                sink.finish()?;
-                Ok(rows)
-            })
-            .map_err(|err| Error::io("writer", err))?;
-        let mut write_error = None;
-        while let Some(chunk) = chunks.recv().await {
-            if let Err(err) = writer.write_all(&chunk).await {
-                write_error = Some(err);
-                break;
-            }
-        }
-        if let Some(err) = write_error {
-            // Stops the encoder: its next hand-over finds the queue closed.
-            drop(chunks);
-            return Err(Error::io("writer", err));
+        let mut bytes = self.into_bytes(format, options)?;
+        while let Some(chunk) = bytes.next().await {
+            writer
+                .write_all(&chunk?)
+                .await
+                .map_err(|err| Error::io("writer", err))?;
         }
         writer
             .flush()
             .await
             .map_err(|err| Error::io("writer", err))?;
-        let joined = tokio::task::spawn_blocking(move || encoder.join())
-            .await
-            .map_err(|err| Error::Map {
-                message: format!("the encoder stopped: {err}"),
-            })?;
-        joined.unwrap_or_else(|_| {
-            Err(Error::Map {
-                message: "the encoder panicked".to_owned(),
+        Ok(bytes.rows_written())
+    }
+
+    /// Starts the stages and an encoder, and returns the encoded output as a stream of byte
+    /// chunks of about [`WRITE_BUFFER_BYTES`](crate::sink::WRITE_BUFFER_BYTES): an HTTP
+    /// response body, say.
+    ///
+    /// The encoder runs on a thread of its own and waits while two chunks are unread, so the
+    /// source reads no faster than the stream is consumed. The stream ends after the last
+    /// chunk (with the Parquet footer, for Parquet), or with the run's first error. Dropping
+    /// it cancels the run: the source stops before its next batch.
+    pub fn into_bytes(self, format: Format, options: &SinkOptions) -> Result<ByteStream> {
+        let progress = Arc::clone(&self.progress);
+        let cancel = self.cancel.clone();
+        let (schema, mut batches, guard) = self.start()?;
+        let (chunks_tx, chunks) = mpsc::channel::<Result<Vec<u8>>>(2);
+        let mut sink = open_writer_sink(
+            Box::new(ChannelWriter {
+                chunks: chunks_tx.clone(),
+            }),
+            "output".to_owned(),
+            format,
+            &schema,
+            options,
+            progress.bytes_written_counter(),
+        )?;
+        let rows = Arc::new(AtomicU64::new(0));
+        let rows_encoded = Arc::clone(&rows);
+        std::thread::Builder::new()
+            .name("aqueduct-encode".into())
+            .spawn(move || {
+                let encoded = (|| -> Result<()> {
+                    while let Some(batch) = batches.blocking_recv() {
+                        if cancel.is_cancelled() {
+                            return Err(Error::Cancelled);
+                        }
+                        let batch = batch?;
+                        sink.write(&batch)?;
+                        rows_encoded.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    }
+                    sink.finish()
+                })();
+                if let Err(err) = encoded {
+                    let _ = chunks_tx.blocking_send(Err(err));
+                }
             })
+            .map_err(|err| Error::io("output", err))?;
+        Ok(ByteStream {
+            chunks,
+            rows,
+            _cancel_on_drop: guard,
         })
     }
 
@@ -557,21 +564,43 @@ impl RecordBatchReader for BatchReader {
     }
 }
 
-/// Hands encoded bytes to an async task through a bounded queue: the encoder waits while
-/// the queue is full, which is the backpressure of [`Pipeline::write_to`].
+/// Hands encoded bytes to a [`ByteStream`] through a bounded queue: the encoder waits while
+/// the queue is full, which is the backpressure of [`Pipeline::into_bytes`].
 struct ChannelWriter {
-    chunks: mpsc::Sender<Vec<u8>>,
+    chunks: mpsc::Sender<Result<Vec<u8>>>,
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.chunks.blocking_send(buf.to_vec()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the writer has gone")
+        self.chunks.blocking_send(Ok(buf.to_vec())).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader has gone")
         })?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The encoded output of a [`Pipeline`], as chunks of bytes; dropping it cancels the run.
+pub struct ByteStream {
+    chunks: mpsc::Receiver<Result<Vec<u8>>>,
+    rows: Arc<AtomicU64>,
+    _cancel_on_drop: DropGuard,
+}
+
+impl ByteStream {
+    /// Rows encoded so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
+impl Stream for ByteStream {
+    type Item = Result<Vec<u8>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.chunks.poll_recv(cx)
     }
 }
