@@ -45,6 +45,7 @@
 //! being encoded, capped by [`Convert::row_group_bytes`] (16 MiB by default), and the one
 //! before it while it is written out ([`parquet_encode`]).
 
+pub mod async_map;
 pub mod error;
 pub mod format;
 pub mod generate;

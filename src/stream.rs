@@ -14,6 +14,7 @@
 //! [`Pipeline::write_to`]) cancels the run: the source thread stops before its next batch.
 //! A source blocked inside a read stops when that read returns.
 
+use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::async_map::{AsyncMap, AsyncMapFn, AsyncMapOptions, CallError, async_map_stage};
 use crate::error::{Error, Result};
 use crate::format::{Format, Location};
 use crate::ordered::ordered_map_stage;
@@ -214,7 +216,7 @@ where
 pub struct Pipeline {
     source: Box<dyn BatchSource>,
     name: String,
-    transforms: Vec<Transform>,
+    steps: Vec<Step>,
     queue_batches: usize,
     cancel: CancellationToken,
     progress: Arc<Progress>,
@@ -254,7 +256,7 @@ impl Pipeline {
         Pipeline {
             source,
             name,
-            transforms: Vec::new(),
+            steps: Vec::new(),
             queue_batches: DEFAULT_QUEUE_BATCHES,
             cancel: CancellationToken::new(),
             progress: Arc::new(Progress::default()),
@@ -263,13 +265,15 @@ impl Pipeline {
 
     /// Keeps the rows for which the SQL predicate is true.
     pub fn filter(mut self, predicate: impl Into<String>) -> Self {
-        self.transforms.push(Transform::Filter(predicate.into()));
+        self.steps
+            .push(Step::Transform(Transform::Filter(predicate.into())));
         self
     }
 
     /// Replaces the columns with a SQL select list.
     pub fn select(mut self, columns: impl Into<String>) -> Self {
-        self.transforms.push(Transform::Select(columns.into()));
+        self.steps
+            .push(Step::Transform(Transform::Select(columns.into())));
         self
     }
 
@@ -278,11 +282,11 @@ impl Pipeline {
     where
         F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
     {
-        self.transforms.push(Transform::Map {
+        self.steps.push(Step::Transform(Transform::Map {
             output_schema,
             function: Arc::new(function),
             workers: 1,
-        });
+        }));
         self
     }
 
@@ -296,11 +300,38 @@ impl Pipeline {
     where
         F: Fn(RecordBatch) -> Result<RecordBatch> + Send + Sync + 'static,
     {
-        self.transforms.push(Transform::Map {
+        self.steps.push(Step::Transform(Transform::Map {
             output_schema,
             function: Arc::new(function),
             workers: workers.max(1),
-        });
+        }));
+        self
+    }
+
+    /// Runs an async function on every batch (a call to another service), with the
+    /// concurrency, timeout, retries and circuit breaker of `options`; results are passed on
+    /// in input order, and the function must return batches of `output_schema`. See
+    /// [`async_map`](crate::async_map) for the rules.
+    ///
+    /// The stage runs on the tokio runtime current when the output is started
+    /// ([`Pipeline::into_stream`] and the others), or on a runtime of its own without one.
+    /// When the run is cancelled, calls in flight are dropped at their next await.
+    pub fn map_async<F, Fut>(
+        mut self,
+        output_schema: SchemaRef,
+        options: AsyncMapOptions,
+        function: F,
+    ) -> Self
+    where
+        F: Fn(RecordBatch) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<RecordBatch, CallError>> + Send + 'static,
+    {
+        let function: AsyncMapFn = Arc::new(move |batch| Box::pin(function(batch)));
+        self.steps.push(Step::Async(AsyncMap {
+            schema: output_schema,
+            function,
+            options,
+        }));
         self
     }
 
@@ -454,12 +485,27 @@ impl Pipeline {
         let Pipeline {
             source,
             name,
-            transforms,
+            steps,
             queue_batches,
             cancel,
             progress,
         } = self;
-        let (planned, schema) = plan_transforms(&transforms, source.schema())?;
+        // Plan everything before anything starts, so that bad SQL fails the call.
+        let mut schema = source.schema();
+        let mut planned = Vec::new();
+        for step in steps {
+            match step {
+                Step::Transform(transform) => {
+                    let (mut one, output) = plan_transforms(&[transform], schema)?;
+                    planned.push(Planned::Transform(one.remove(0)));
+                    schema = output;
+                }
+                Step::Async(map) => {
+                    schema = Arc::clone(&map.schema);
+                    planned.push(Planned::Async(map));
+                }
+            }
+        }
         let policy = Policy::new(name, OnError::Fail, None, None)?;
         let (decoded_tx, mut upstream) = mpsc::channel(queue_batches);
         let guard = cancel.clone().drop_guard();
@@ -470,14 +516,15 @@ impl Pipeline {
                 .map(drop)
                 .map_err(|err| Error::io("pipeline", err))
         };
+        let source_cancel = cancel.clone();
         spawn(
             "aqueduct-source",
             Box::new(move || {
-                decode_stage(source, policy, decoded_tx, &progress, &cancel);
+                decode_stage(source, policy, decoded_tx, &progress, &source_cancel);
             }),
         )?;
-        // Runs of ordinary transforms share a thread; a map on several workers is a stage
-        // of its own.
+        // Runs of ordinary transforms share a thread; a map on several workers and an async
+        // map are stages of their own.
         let flush = |segment: &mut Vec<PlannedTransform>,
                      upstream: &mut mpsc::Receiver<Result<RecordBatch>>|
          -> Result<()> {
@@ -495,7 +542,17 @@ impl Pipeline {
             )
         };
         let mut segment = Vec::new();
-        for transform in planned {
+        for step in planned {
+            let transform = match step {
+                Planned::Transform(transform) => transform,
+                Planned::Async(map) => {
+                    flush(&mut segment, &mut upstream)?;
+                    let (tx, rx) = mpsc::channel(queue_batches);
+                    let input = std::mem::replace(&mut upstream, rx);
+                    spawn_async_stage(map, input, tx, cancel.clone())?;
+                    continue;
+                }
+            };
             let workers = match &transform {
                 PlannedTransform::Map { workers, .. } => *workers,
                 _ => 1,
@@ -518,6 +575,42 @@ impl Pipeline {
         flush(&mut segment, &mut upstream)?;
         Ok((schema, upstream, guard))
     }
+}
+
+/// One step of a pipeline, as the user gave it.
+enum Step {
+    Transform(Transform),
+    Async(AsyncMap),
+}
+
+/// One step, planned against its input schema.
+enum Planned {
+    Transform(PlannedTransform),
+    Async(AsyncMap),
+}
+
+/// Runs an async map on the runtime the pipeline was started in, or on a runtime of its own
+/// on a thread of its own when there is none.
+fn spawn_async_stage(
+    map: AsyncMap,
+    input: mpsc::Receiver<Result<RecordBatch>>,
+    output: mpsc::Sender<Result<RecordBatch>>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let stage = async_map_stage(map, input, output, cancel);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(stage);
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|err| Error::io("pipeline", err))?;
+    std::thread::Builder::new()
+        .name("aqueduct-async-map".into())
+        .spawn(move || runtime.block_on(stage))
+        .map(drop)
+        .map_err(|err| Error::io("pipeline", err))
 }
 
 /// The output of a [`Pipeline`] as a stream of batches; dropping it cancels the run.
