@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::stats::StageGuard;
 
 /// How an async call failed.
 #[derive(Debug)]
@@ -198,6 +199,7 @@ pub(crate) async fn async_map_stage(
     input: mpsc::Receiver<Result<RecordBatch>>,
     output: mpsc::Sender<Result<RecordBatch>>,
     cancel: CancellationToken,
+    stage: StageGuard,
 ) -> bool {
     let breaker = Arc::new(Breaker {
         settings: map.options.circuit_breaker,
@@ -210,7 +212,13 @@ pub(crate) async fn async_map_stage(
     let results = batches
         .map(|batch| {
             let (map, breaker) = (Arc::clone(&map), Arc::clone(&breaker));
-            async move { call_with_retries(&map, &breaker, batch?).await }
+            let counters = Arc::clone(&stage.counters);
+            async move {
+                let started = Instant::now();
+                let result = call_with_retries(&map, &breaker, batch?).await;
+                counters.add_busy(started.elapsed());
+                result
+            }
         })
         .buffered(map.options.concurrency.max(1));
     let mut results = std::pin::pin!(results);
@@ -224,6 +232,9 @@ pub(crate) async fn async_map_stage(
         };
         if matches!(&result, Ok(batch) if batch.num_rows() == 0) {
             continue;
+        }
+        if let Ok(batch) = &result {
+            stage.counters.record(batch, Duration::ZERO);
         }
         let failed = result.is_err();
         if output.send(result).await.is_err() || failed {

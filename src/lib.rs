@@ -59,6 +59,7 @@ pub mod rejects;
 pub mod sink;
 pub mod source;
 pub mod sql;
+pub mod stats;
 pub mod stream;
 pub mod text;
 pub mod transform;

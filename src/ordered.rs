@@ -11,11 +11,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::stats::{StageCounters, StageGuard};
 use crate::transform::PlannedTransform;
 
 struct Worker {
@@ -30,15 +32,24 @@ pub(crate) fn ordered_map_stage(
     workers: usize,
     mut input: mpsc::Receiver<Result<RecordBatch>>,
     output: mpsc::Sender<Result<RecordBatch>>,
+    counters: StageGuard,
 ) -> bool {
+    let _span = tracing::info_span!("stage", name = "map").entered();
     let workers: Vec<Worker> = (0..workers.max(1))
-        .map(|index| spawn_worker(index, Arc::clone(&transform)))
+        .map(|index| {
+            spawn_worker(
+                index,
+                Arc::clone(&transform),
+                Arc::clone(&counters.counters),
+            )
+        })
         .collect();
     let mut stage = Ordered {
         workers,
         output,
         sent: 0,
         passed: 0,
+        counters,
     };
     while let Some(received) = input.blocking_recv() {
         let batch = match received {
@@ -63,6 +74,7 @@ struct Ordered {
     output: mpsc::Sender<Result<RecordBatch>>,
     sent: usize,
     passed: usize,
+    counters: StageGuard,
 }
 
 impl Ordered {
@@ -122,6 +134,9 @@ impl Ordered {
         if matches!(&result, Ok(batch) if batch.num_rows() == 0) {
             return true;
         }
+        if let Ok(batch) = &result {
+            self.counters.counters.record(batch, Duration::ZERO);
+        }
         let failed = result.is_err();
         self.output.blocking_send(result).is_ok() && !failed
     }
@@ -133,7 +148,11 @@ fn worker_stopped() -> Error {
     }
 }
 
-fn spawn_worker(index: usize, transform: Arc<PlannedTransform>) -> Worker {
+fn spawn_worker(
+    index: usize,
+    transform: Arc<PlannedTransform>,
+    counters: Arc<StageCounters>,
+) -> Worker {
     let (batches, incoming) = sync_channel::<RecordBatch>(1);
     let (replies, results) = sync_channel(1);
     // A worker that cannot start drops its queue, so the first batch for it fails the run.
@@ -141,6 +160,7 @@ fn spawn_worker(index: usize, transform: Arc<PlannedTransform>) -> Worker {
         .name(format!("aqueduct-map-{index}"))
         .spawn(move || {
             for batch in incoming {
+                let started = Instant::now();
                 let result = catch_unwind(AssertUnwindSafe(|| transform.apply(batch)))
                     .unwrap_or_else(|panic| {
                         let message = panic
@@ -152,6 +172,7 @@ fn spawn_worker(index: usize, transform: Arc<PlannedTransform>) -> Worker {
                             message: format!("the map function panicked: {message}"),
                         })
                     });
+                counters.add_busy(started.elapsed());
                 if replies.send(result).is_err() {
                     return;
                 }

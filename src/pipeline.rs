@@ -28,6 +28,7 @@ use crate::format::{CsvOptions, Format, Location};
 use crate::rejects::{ErrorLimit, OnError, Policy, RejectSink, Rejected, RejectsFile};
 use crate::sink::{BatchSink, ParquetCompression, SinkOptions, open_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
+use crate::stats::{ProgressCallback, StageGuard, StageStats, Stages, report_progress};
 use crate::transform::{PlannedTransform, Transform};
 
 /// Default number of batches each queue between stages holds.
@@ -108,6 +109,8 @@ pub struct Summary {
     pub elapsed: Duration,
     /// The schema of the output.
     pub output_schema: SchemaRef,
+    /// Each stage's batches, rows, bytes and time busy ([`crate::stats`]).
+    pub stages: Vec<StageStats>,
 }
 
 impl std::fmt::Display for Summary {
@@ -151,6 +154,7 @@ impl Summary {
             "bytes_written": self.bytes_written,
             "seconds": self.elapsed.as_secs_f64(),
             "output_columns": columns,
+            "stages": self.stages.iter().map(StageStats::to_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -231,6 +235,23 @@ pub struct Convert {
     progress: Arc<Progress>,
     cancel: CancellationToken,
     threads: Option<usize>,
+    stages: Arc<Stages>,
+    on_progress: Option<OnProgress>,
+}
+
+/// A progress callback and how often to call it.
+#[derive(Clone)]
+struct OnProgress {
+    every: Duration,
+    callback: ProgressCallback,
+}
+
+impl std::fmt::Debug for OnProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnProgress")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Convert {
@@ -252,6 +273,8 @@ impl Convert {
             progress: Arc::new(Progress::default()),
             cancel: CancellationToken::new(),
             threads: None,
+            stages: Arc::new(Stages::default()),
+            on_progress: None,
         }
     }
 
@@ -432,6 +455,25 @@ impl Convert {
         Arc::clone(&self.progress)
     }
 
+    /// Per-stage counters of the run, readable from any thread while it runs.
+    pub fn stages(&self) -> Arc<Stages> {
+        Arc::clone(&self.stages)
+    }
+
+    /// Calls `callback` with every stage's figures every `every` while the run goes on, and
+    /// once more when its stages have ended. The callback runs on a thread of its own.
+    pub fn on_progress(
+        mut self,
+        every: Duration,
+        callback: impl Fn(&[StageStats]) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_progress = Some(OnProgress {
+            every,
+            callback: Arc::new(callback),
+        });
+        self
+    }
+
     /// Runs the conversion to the end.
     ///
     /// Decoding, transforms and encoding run on tokio's blocking threads; this future only
@@ -478,21 +520,32 @@ impl Convert {
 
         let (decoded_tx, decoded_rx) = mpsc::channel(self.queue_batches);
         let (transformed_tx, transformed_rx) = mpsc::channel(self.queue_batches);
+        let stages = Arc::clone(&self.stages);
         let decode = {
             let (progress, cancel) = (Arc::clone(&progress), cancel.clone());
+            let stage = stages.add("source");
             tokio::task::spawn_blocking(move || {
-                decode_stage(source, policy, decoded_tx, &progress, &cancel)
+                decode_stage(source, policy, decoded_tx, &progress, &cancel, stage)
             })
         };
+        let stage = stages.add("transform");
         let transform = tokio::task::spawn_blocking(move || {
-            transform_stage(&transforms, decoded_rx, transformed_tx)
+            transform_stage(&transforms, decoded_rx, transformed_tx, stage)
         });
         let encode = {
             let (progress, cancel) = (Arc::clone(&progress), cancel.clone());
+            let stage = stages.add("encode");
             tokio::task::spawn_blocking(move || {
-                encode_stage(sink, transformed_rx, &progress, &cancel)
+                encode_stage(sink, transformed_rx, &progress, &cancel, stage)
             })
         };
+        if let Some(on_progress) = &self.on_progress {
+            report_progress(
+                Arc::clone(&stages),
+                on_progress.every,
+                Arc::clone(&on_progress.callback),
+            );
+        }
 
         let encoded = until_cancelled(&cancel, async { encode.await.map_err(stage_failed)? }).await;
         if let Err(err) = encoded {
@@ -525,6 +578,7 @@ impl Convert {
             bytes_written: progress.bytes_written(),
             elapsed: started.elapsed(),
             output_schema,
+            stages: stages.snapshot(),
         };
         if rows_rejected > 0 {
             tracing::info!(rows_rejected, "bad records were left out of the output");
@@ -654,14 +708,19 @@ pub(crate) fn decode_stage(
     output: BatchSender,
     progress: &Progress,
     cancel: &CancellationToken,
+    stage: StageGuard,
 ) -> Decoded {
+    let _span = tracing::info_span!("stage", name = "source").entered();
     tracing::debug!("decode stage started");
     let reached_end = loop {
         if cancel.is_cancelled() {
             let _ = output.blocking_send(Err(Error::Cancelled));
             break false;
         }
-        let batch = match source.next_batch() {
+        let started = Instant::now();
+        let next = source.next_batch();
+        let busy = started.elapsed();
+        let batch = match next {
             Ok(Some(batch)) => batch,
             Ok(None) => match policy.check_limit(progress.rows_read()) {
                 Ok(()) => {
@@ -690,7 +749,12 @@ pub(crate) fn decode_stage(
             let _ = output.blocking_send(Err(err));
             break false;
         }
-        if batch.num_rows() > 0 && output.blocking_send(Ok(batch)).is_err() {
+        if batch.num_rows() == 0 {
+            stage.counters.add_busy(busy);
+            continue;
+        }
+        stage.counters.record(&batch, busy);
+        if output.blocking_send(Ok(batch)).is_err() {
             break false;
         }
     };
@@ -705,16 +769,25 @@ pub(crate) fn transform_stage(
     transforms: &[PlannedTransform],
     mut input: BatchReceiver,
     output: BatchSender,
+    stage: StageGuard,
 ) -> bool {
+    let _span = tracing::info_span!("stage", name = "transform").entered();
     while let Some(received) = input.blocking_recv() {
+        let started = Instant::now();
         let transformed = received.and_then(|batch| {
             transforms
                 .iter()
                 .try_fold(batch, |batch, transform| transform.apply(batch))
         });
+        let busy = started.elapsed();
         let failed = transformed.is_err();
-        if matches!(&transformed, Ok(batch) if batch.num_rows() == 0) {
-            continue;
+        match &transformed {
+            Ok(batch) if batch.num_rows() == 0 => {
+                stage.counters.add_busy(busy);
+                continue;
+            }
+            Ok(batch) => stage.counters.record(batch, busy),
+            Err(_) => stage.counters.add_busy(busy),
         }
         if output.blocking_send(transformed).is_err() || failed {
             return false;
@@ -729,14 +802,18 @@ fn encode_stage(
     mut input: BatchReceiver,
     progress: &Progress,
     cancel: &CancellationToken,
+    stage: StageGuard,
 ) -> Result<()> {
+    let _span = tracing::info_span!("stage", name = "encode").entered();
     tracing::debug!("encode stage started");
     while let Some(received) = input.blocking_recv() {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
         let batch = received?;
+        let started = Instant::now();
         sink.write(&batch)?;
+        stage.counters.record(&batch, started.elapsed());
         progress
             .rows_written
             .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
@@ -744,7 +821,9 @@ fn encode_stage(
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
+    let started = Instant::now();
     sink.finish()?;
+    stage.counters.add_busy(started.elapsed());
     tracing::debug!(rows = progress.rows_written(), "encode stage finished");
     Ok(())
 }

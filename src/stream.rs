@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -40,6 +41,7 @@ use crate::pipeline::{
 use crate::rejects::{OnError, Policy};
 use crate::sink::{SinkOptions, open_writer_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
+use crate::stats::{ProgressCallback, StageGuard, StageStats, Stages, report_progress};
 use crate::transform::{PlannedTransform, Transform};
 
 /// A source that pulls batches from an async stream, from the source's thread.
@@ -220,6 +222,8 @@ pub struct Pipeline {
     queue_batches: usize,
     cancel: CancellationToken,
     progress: Arc<Progress>,
+    stages: Arc<Stages>,
+    on_progress: Option<(Duration, ProgressCallback)>,
 }
 
 impl Pipeline {
@@ -260,6 +264,8 @@ impl Pipeline {
             queue_batches: DEFAULT_QUEUE_BATCHES,
             cancel: CancellationToken::new(),
             progress: Arc::new(Progress::default()),
+            stages: Arc::new(Stages::default()),
+            on_progress: None,
         }
     }
 
@@ -353,6 +359,23 @@ impl Pipeline {
         Arc::clone(&self.progress)
     }
 
+    /// Per-stage counters (batches, rows, bytes, time busy) of the run, readable from any
+    /// thread while it runs and after it ended.
+    pub fn stages(&self) -> Arc<Stages> {
+        Arc::clone(&self.stages)
+    }
+
+    /// Calls `callback` with every stage's figures every `every` while the run goes on, and
+    /// once more when its stages have ended. The callback runs on a thread of its own.
+    pub fn on_progress(
+        mut self,
+        every: Duration,
+        callback: impl Fn(&[StageStats]) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_progress = Some((every, Arc::new(callback)));
+        self
+    }
+
     /// Starts the stages and returns their output as a stream of batches.
     ///
     /// Fails at once when the SQL does not plan against the source's schema. Dropping the
@@ -381,6 +404,7 @@ impl Pipeline {
         options: &SinkOptions,
     ) -> Result<u64> {
         let progress = Arc::clone(&self.progress);
+        let stage = self.stages.add("encode");
         let (schema, mut batches, _guard) = self.start()?;
         let mut sink = open_writer_sink(
             Box::new(writer),
@@ -390,13 +414,18 @@ impl Pipeline {
             options,
             progress.bytes_written_counter(),
         )?;
+        let _span = tracing::info_span!("stage", name = "encode").entered();
         let mut rows = 0;
         while let Some(batch) = batches.blocking_recv() {
             let batch = batch?;
+            let started = std::time::Instant::now();
             sink.write(&batch)?;
+            stage.counters.record(&batch, started.elapsed());
             rows += batch.num_rows() as u64;
         }
+        let started = std::time::Instant::now();
         sink.finish()?;
+        stage.counters.add_busy(started.elapsed());
         Ok(rows)
     }
 
@@ -440,6 +469,7 @@ impl Pipeline {
     pub fn into_bytes(self, format: Format, options: &SinkOptions) -> Result<ByteStream> {
         let progress = Arc::clone(&self.progress);
         let cancel = self.cancel.clone();
+        let stage = self.stages.add("encode");
         let (schema, mut batches, guard) = self.start()?;
         let (chunks_tx, chunks) = mpsc::channel::<Result<Vec<u8>>>(2);
         let mut sink = open_writer_sink(
@@ -457,16 +487,22 @@ impl Pipeline {
         std::thread::Builder::new()
             .name("aqueduct-encode".into())
             .spawn(move || {
+                let _span = tracing::info_span!("stage", name = "encode").entered();
                 let encoded = (|| -> Result<()> {
                     while let Some(batch) = batches.blocking_recv() {
                         if cancel.is_cancelled() {
                             return Err(Error::Cancelled);
                         }
                         let batch = batch?;
+                        let started = std::time::Instant::now();
                         sink.write(&batch)?;
+                        stage.counters.record(&batch, started.elapsed());
                         rows_encoded.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                     }
-                    sink.finish()
+                    let started = std::time::Instant::now();
+                    let finished = sink.finish();
+                    stage.counters.add_busy(started.elapsed());
+                    finished
                 })();
                 if let Err(err) = encoded {
                     let _ = chunks_tx.blocking_send(Err(err));
@@ -489,6 +525,8 @@ impl Pipeline {
             queue_batches,
             cancel,
             progress,
+            stages,
+            on_progress,
         } = self;
         // Plan everything before anything starts, so that bad SQL fails the call.
         let mut schema = source.schema();
@@ -517,10 +555,11 @@ impl Pipeline {
                 .map_err(|err| Error::io("pipeline", err))
         };
         let source_cancel = cancel.clone();
+        let stage = stages.add("source");
         spawn(
             "aqueduct-source",
             Box::new(move || {
-                decode_stage(source, policy, decoded_tx, &progress, &source_cancel);
+                decode_stage(source, policy, decoded_tx, &progress, &source_cancel, stage);
             }),
         )?;
         // Runs of ordinary transforms share a thread; a map on several workers and an async
@@ -534,10 +573,11 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(queue_batches);
             let transforms = std::mem::take(segment);
             let input = std::mem::replace(upstream, rx);
+            let stage = stages.add("transform");
             spawn(
                 "aqueduct-transform",
                 Box::new(move || {
-                    transform_stage(&transforms, input, tx);
+                    transform_stage(&transforms, input, tx, stage);
                 }),
             )
         };
@@ -549,7 +589,7 @@ impl Pipeline {
                     flush(&mut segment, &mut upstream)?;
                     let (tx, rx) = mpsc::channel(queue_batches);
                     let input = std::mem::replace(&mut upstream, rx);
-                    spawn_async_stage(map, input, tx, cancel.clone())?;
+                    spawn_async_stage(map, input, tx, cancel.clone(), stages.add("async map"))?;
                     continue;
                 }
             };
@@ -565,14 +605,18 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(queue_batches);
             let input = std::mem::replace(&mut upstream, rx);
             let transform = Arc::new(transform);
+            let stage = stages.add("map");
             spawn(
                 "aqueduct-map",
                 Box::new(move || {
-                    ordered_map_stage(transform, workers, input, tx);
+                    ordered_map_stage(transform, workers, input, tx, stage);
                 }),
             )?;
         }
         flush(&mut segment, &mut upstream)?;
+        if let Some((every, callback)) = on_progress {
+            report_progress(Arc::clone(&stages), every, callback);
+        }
         Ok((schema, upstream, guard))
     }
 }
@@ -596,8 +640,12 @@ fn spawn_async_stage(
     input: mpsc::Receiver<Result<RecordBatch>>,
     output: mpsc::Sender<Result<RecordBatch>>,
     cancel: CancellationToken,
+    counters: StageGuard,
 ) -> Result<()> {
-    let stage = async_map_stage(map, input, output, cancel);
+    let stage = tracing::Instrument::instrument(
+        async_map_stage(map, input, output, cancel, counters),
+        tracing::info_span!("stage", name = "async map"),
+    );
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(stage);
         return Ok(());

@@ -435,3 +435,47 @@ async fn a_panic_in_the_map_is_an_error_of_the_run() {
     }
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test]
+async fn stage_counters_and_the_progress_callback_follow_the_run() {
+    let source = RowSource::new(order_schema(), orders(5_000), 500).unwrap();
+    let reports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&reports);
+    let pipeline = Pipeline::new(source)
+        .filter("id % 2 = 0")
+        .map_ordered(2, order_schema(), Ok)
+        .on_progress(Duration::from_millis(10), move |stages| {
+            seen.lock().unwrap().push(stages.to_vec());
+        });
+    let stages = pipeline.stages();
+    let mut out = Vec::new();
+    let rows = pipeline
+        .write_to(&mut out, Format::Jsonl, &SinkOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2_500);
+    let finals = stages.snapshot();
+    let names: Vec<&str> = finals.iter().map(|stage| stage.name.as_str()).collect();
+    assert_eq!(names, ["encode", "source", "transform", "map"]);
+    let by_name = |name: &str| finals.iter().find(|stage| stage.name == name).unwrap();
+    assert_eq!(
+        (by_name("source").rows, by_name("source").batches),
+        (5_000, 10)
+    );
+    assert_eq!(
+        (by_name("transform").rows, by_name("map").rows),
+        (2_500, 2_500)
+    );
+    assert_eq!(
+        (by_name("encode").rows, by_name("encode").batches),
+        (2_500, 10)
+    );
+    assert!(finals.iter().all(|stage| stage.bytes > 0));
+    assert!(by_name("source").busy > Duration::ZERO);
+
+    // The callback's last report, made once every stage had ended, is the final figures.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reports = reports.lock().unwrap();
+    assert_eq!(reports.last().unwrap(), &finals);
+    assert!(stages.running() == 0);
+}
