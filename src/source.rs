@@ -23,6 +23,7 @@ use arrow::array::{RecordBatch, RecordBatchReader};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::format::{CsvOptions, Format, Location, StreamCompression};
@@ -65,6 +66,11 @@ pub trait BatchSource: Send {
     fn project(&mut self, _columns: &[usize]) -> bool {
         false
     }
+
+    /// Called before the first batch with the run's cancellation token, for a source that
+    /// can stop waiting when it is cancelled (an async stream can; a blocking read
+    /// cannot, and ends the run when it returns).
+    fn cancel_with(&mut self, _token: CancellationToken) {}
 }
 
 /// How a source reads its input.

@@ -26,6 +26,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatchReader;
+use datafusion_common::DataFusionError;
+use datafusion_execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -52,6 +54,7 @@ pub struct StreamSource {
     schema: SchemaRef,
     stream: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>,
     runtime: Option<tokio::runtime::Handle>,
+    cancel: CancellationToken,
 }
 
 impl StreamSource {
@@ -64,6 +67,7 @@ impl StreamSource {
             schema,
             stream: Box::pin(stream),
             runtime: tokio::runtime::Handle::try_current().ok(),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -73,13 +77,24 @@ impl BatchSource for StreamSource {
         Arc::clone(&self.schema)
     }
 
+    /// Waits for the stream's next item, or until the run is cancelled.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let next = self.stream.next();
+        let cancel = self.cancel.clone();
+        let stream = &mut self.stream;
+        let next = async move {
+            tokio::select! {
+                next = stream.next() => next.transpose(),
+                () = cancel.cancelled() => Err(Error::Cancelled),
+            }
+        };
         match &self.runtime {
             Some(runtime) => runtime.block_on(next),
             None => futures::executor::block_on(next),
         }
-        .transpose()
+    }
+
+    fn cancel_with(&mut self, token: CancellationToken) {
+        self.cancel = token;
     }
 }
 
@@ -249,6 +264,19 @@ impl Pipeline {
         stream: impl Stream<Item = Result<RecordBatch>> + Send + 'static,
     ) -> Self {
         Pipeline::new(StreamSource::new(schema, stream))
+    }
+
+    /// A pipeline that reads the output of a DataFusion query (or any DataFusion stream);
+    /// DataFusion's errors become [`Error::Decode`] naming the stream.
+    pub fn from_datafusion(stream: SendableRecordBatchStream) -> Self {
+        let schema = stream.schema();
+        let batches = stream.map(|batch| {
+            batch.map_err(|err| Error::Decode {
+                location: "DataFusion stream".to_owned(),
+                message: err.to_string(),
+            })
+        });
+        Pipeline::new(StreamSource::new(schema, batches))
     }
 
     /// A pipeline that reads an arrow [`RecordBatchReader`].
@@ -555,6 +583,8 @@ impl Pipeline {
                 .map_err(|err| Error::io("pipeline", err))
         };
         let source_cancel = cancel.clone();
+        let mut source = source;
+        source.cancel_with(cancel.clone());
         let stage = stages.add("source");
         spawn(
             "aqueduct-source",
@@ -672,6 +702,34 @@ impl Batches {
     /// The schema of every batch.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// The output as a DataFusion stream, for a DataFusion plan or table to read; the
+    /// pipeline's errors reach it as [`DataFusionError::External`]. Dropping it cancels the
+    /// run.
+    pub fn into_datafusion(self) -> SendableRecordBatchStream {
+        Box::pin(DataFusionBatches { batches: self })
+    }
+}
+
+/// [`Batches`] as a DataFusion record batch stream.
+struct DataFusionBatches {
+    batches: Batches,
+}
+
+impl Stream for DataFusionBatches {
+    type Item = std::result::Result<RecordBatch, DataFusionError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.batches).poll_next(cx).map(|batch| {
+            batch.map(|batch| batch.map_err(|err| DataFusionError::External(Box::new(err))))
+        })
+    }
+}
+
+impl datafusion_execution::RecordBatchStream for DataFusionBatches {
+    fn schema(&self) -> SchemaRef {
+        self.batches.schema()
     }
 }
 

@@ -479,3 +479,93 @@ async fn stage_counters_and_the_progress_callback_follow_the_run() {
     assert_eq!(reports.last().unwrap(), &finals);
     assert!(stages.running() == 0);
 }
+
+/// A DataFusion stream over fixed items, as a DataFusion plan would hand over.
+struct FixedStream {
+    schema: SchemaRef,
+    items: std::vec::IntoIter<datafusion_common::Result<RecordBatch>>,
+}
+
+impl futures::Stream for FixedStream {
+    type Item = datafusion_common::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready(self.items.next())
+    }
+}
+
+impl datafusion_execution::RecordBatchStream for FixedStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+}
+
+#[tokio::test]
+async fn datafusion_streams_plug_in_on_both_sides() {
+    let schema = id_schema();
+    let batch = |start: i64| {
+        Ok(RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(start..start + 10))],
+        )
+        .unwrap())
+    };
+    let query_output = FixedStream {
+        schema: Arc::clone(&schema),
+        items: vec![batch(0), batch(10), batch(20)].into_iter(),
+    };
+    let mut out = Pipeline::from_datafusion(Box::pin(query_output))
+        .filter("id % 10 < 3")
+        .into_stream()
+        .unwrap()
+        .into_datafusion();
+    assert_eq!(
+        datafusion_execution::RecordBatchStream::schema(&*out),
+        schema
+    );
+    let mut seen = Vec::new();
+    while let Some(batch) = out.next().await {
+        seen.push(batch.unwrap());
+    }
+    assert_eq!(ids(&seen, 0), [0, 1, 2, 10, 11, 12, 20, 21, 22]);
+
+    let failing = FixedStream {
+        schema: Arc::clone(&schema),
+        items: vec![
+            batch(0),
+            Err(datafusion_common::DataFusionError::Execution(
+                "disk full".into(),
+            )),
+        ]
+        .into_iter(),
+    };
+    let result: Result<Vec<RecordBatch>, Error> = Pipeline::from_datafusion(Box::pin(failing))
+        .into_stream()
+        .unwrap()
+        .try_collect()
+        .await;
+    match result {
+        Err(Error::Decode { location, message }) => {
+            assert_eq!(location, "DataFusion stream");
+            assert!(message.contains("disk full"), "{message}");
+        }
+        other => panic!("expected the DataFusion error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cancelling_stops_a_source_that_waits_on_a_stream_that_never_yields() {
+    let token = CancellationToken::new();
+    let pipeline = Pipeline::from_stream(id_schema(), futures::stream::pending())
+        .cancel_token(token.clone());
+    let stages = pipeline.stages();
+    let mut stream = pipeline.into_stream().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    token.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends soon after the cancel");
+    assert!(matches!(ended, Some(Err(Error::Cancelled))), "{ended:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stages.running(), 0, "the source thread has ended");
+}
