@@ -28,6 +28,123 @@
 //! # }
 //! ```
 //!
+//! # Embedding: streams, writers and custom stages
+//!
+//! [`Pipeline`] is the library's general form: a source (any [`BatchSource`], an async
+//! stream of batches, an arrow `RecordBatchReader`, a DataFusion stream, a file, or the
+//! program's own rows through serde), the same SQL transforms, Rust functions as stages,
+//! and an output that is a stream, a blocking reader, a stream of encoded bytes, or a
+//! writer. Every stage runs on its own thread behind bounded queues, so a slow consumer
+//! holds the source back, and dropping the output cancels the run.
+//!
+//! Rows of the program's own, filtered, out as a stream of batches:
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use aqueduct::arrow::datatypes::{DataType, Field, Schema};
+//! use aqueduct::stream::{Pipeline, RowSource};
+//! use futures::TryStreamExt;
+//!
+//! #[derive(serde::Serialize)]
+//! struct Reading { sensor: String, celsius: f64 }
+//!
+//! let schema = Arc::new(Schema::new(vec![
+//!     Field::new("sensor", DataType::Utf8, false),
+//!     Field::new("celsius", DataType::Float64, false),
+//! ]));
+//! let readings = (0..1000).map(|i| Reading { sensor: format!("s{}", i % 3), celsius: i as f64 / 10.0 });
+//! let batches: Vec<_> = Pipeline::new(RowSource::new(schema, readings, 256)?)
+//!     .filter("sensor = 's1' AND celsius > 50")
+//!     .select("celsius * 9 / 5 + 32 AS fahrenheit")
+//!     .into_stream()?
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 166);
+//! # Ok::<(), aqueduct::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! An export as a stream of bytes, the body of an HTTP response (`examples/export_service.rs`
+//! serves one with axum), or written to any `AsyncWrite` with [`Pipeline::write_to`]; the
+//! encoder waits while two chunks are unread:
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use aqueduct::stream::Pipeline;
+//! use aqueduct::{Format, SinkOptions, SourceOptions};
+//! use futures::StreamExt;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("orders.csv");
+//! # std::fs::write(&path, "id,amount\n1,10.5\n2,99.0\n3,250.0\n").unwrap();
+//! # let path = path.to_str().unwrap();
+//!
+//! let mut body = Pipeline::open(path, &SourceOptions::default())?
+//!     .filter("amount > 50")
+//!     .into_bytes(Format::Jsonl, &SinkOptions::default())?;
+//! let mut text = Vec::new();
+//! while let Some(chunk) = body.next().await {
+//!     text.extend(chunk?);
+//! }
+//! assert_eq!(String::from_utf8(text).unwrap(), "{\"id\":2,\"amount\":99.0}\n{\"id\":3,\"amount\":250.0}\n");
+//! # Ok::<(), aqueduct::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Custom stages: [`Pipeline::map`] runs a fallible function on each batch,
+//! [`Pipeline::map_ordered`] runs it on several threads and keeps the input order (with at
+//! most twice as many batches in flight as threads, and a panic turned into an error), and
+//! [`Pipeline::map_async`] calls another service for each batch with bounded concurrency,
+//! a timeout, retries with backoff and jitter, and a circuit breaker
+//! ([`async_map`]):
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use aqueduct::arrow::datatypes::{DataType, Field, Schema};
+//! use aqueduct::async_map::{AsyncMapOptions, CallError};
+//! use aqueduct::stream::{Pipeline, RowSource};
+//! use futures::TryStreamExt;
+//!
+//! #[derive(serde::Serialize)]
+//! struct Row { id: i64 }
+//! let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+//! let rows = (0..100).map(|id| Row { id });
+//! let failures = Arc::new(AtomicU32::new(0));
+//! let flaky = Arc::clone(&failures);
+//! let options = AsyncMapOptions {
+//!     concurrency: 4,
+//!     timeout: Duration::from_secs(1),
+//!     initial_backoff: Duration::from_millis(1),
+//!     ..AsyncMapOptions::default()
+//! };
+//! let batches: Vec<_> = Pipeline::new(RowSource::new(Arc::clone(&schema), rows, 10)?)
+//!     .map_ordered(2, Arc::clone(&schema), |batch| Ok(batch))
+//!     .map_async(schema, options, move |batch| {
+//!         // A dependency that fails every third call, as a busy service might.
+//!         let fail = flaky.fetch_add(1, Ordering::SeqCst) % 3 == 0;
+//!         async move {
+//!             if fail { Err(CallError::Retryable("503".into())) } else { Ok(batch) }
+//!         }
+//!     })
+//!     .into_stream()?
+//!     .try_collect()
+//!     .await?;
+//! assert_eq!(batches.len(), 10);
+//! # Ok::<(), aqueduct::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Cancellation: [`Pipeline::cancel_token`] takes a [`CancellationToken`]; cancelling it,
+//! or dropping the output, stops every stage before its next batch (a source waiting on an
+//! async stream stops waiting at once) and the output ends with [`Error::Cancelled`].
+//! Observability: [`Pipeline::stages`] and [`Convert::stages`] give each stage's batches,
+//! rows, bytes and time busy while the run goes on ([`stats`]), [`Summary::stages`] the
+//! final figures, `on_progress` a callback every interval, and each stage runs in a
+//! `tracing` span.
+//!
 //! # Bad records
 //!
 //! Text sources frame their input into records with the line and byte offset of each
@@ -72,6 +189,7 @@ pub use pipeline::{Convert, Progress, Summary};
 pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
 pub use source::{BatchSource, SourceOptions, open_reader, open_source};
+pub use stats::{StageStats, Stages};
 pub use stream::{Batches, ByteStream, Pipeline};
 pub use tokio_util::sync::CancellationToken;
 
