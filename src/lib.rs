@@ -33,8 +33,9 @@
 //! [`Pipeline`] is the library's general form: a source (any [`BatchSource`], an async
 //! stream of batches, an arrow `RecordBatchReader`, a DataFusion stream, a file, or the
 //! program's own rows through serde), the same SQL transforms, Rust functions as stages,
-//! and an output that is a stream, a blocking reader, a stream of encoded bytes, or a
-//! writer. Every stage runs on its own thread behind bounded queues, so a slow consumer
+//! and an output that is a stream, a blocking reader, a DataFusion stream or table
+//! ([`Pipeline::into_table`], to register with a `SessionContext`), a stream of encoded
+//! bytes, or a writer. Every stage runs on its own thread behind bounded queues, so a slow consumer
 //! holds the source back, and dropping the output cancels the run.
 //!
 //! Rows of the program's own, filtered, out as a stream of batches:
@@ -190,7 +191,7 @@ pub use rejects::{ErrorLimit, OnError, RejectSink, Rejected, RejectsFile};
 pub use sink::{ParquetCompression, SinkOptions};
 pub use source::{BatchSource, SourceOptions, open_reader, open_source};
 pub use stats::{StageStats, Stages};
-pub use stream::{Batches, ByteStream, Pipeline};
+pub use stream::{Batches, ByteStream, OncePartition, Pipeline};
 pub use tokio_util::sync::CancellationToken;
 
 /// The README's examples, compiled as doctests so that they keep up with the API.

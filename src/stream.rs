@@ -28,6 +28,8 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatchReader;
 use datafusion_common::DataFusionError;
 use datafusion_execution::SendableRecordBatchStream;
+use datafusion_physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion_physical_plan::streaming::PartitionStream;
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -404,6 +406,49 @@ impl Pipeline {
         self
     }
 
+    /// The schema of the pipeline's output: the source's, through every step. Fails when
+    /// the SQL does not plan against it.
+    pub fn output_schema(&self) -> Result<SchemaRef> {
+        let mut schema = self.source.schema();
+        for step in &self.steps {
+            schema = match step {
+                Step::Transform(transform) => {
+                    plan_transforms(std::slice::from_ref(transform), schema)?.1
+                }
+                Step::Async(map) => Arc::clone(&map.schema),
+            };
+        }
+        Ok(schema)
+    }
+
+    /// The pipeline as a DataFusion table of one partition, to register with a
+    /// `SessionContext` and query with SQL:
+    /// `ctx.register_table("orders", pipeline.into_table()?)`.
+    ///
+    /// The table can be scanned once, since the pipeline reads its source once: a second
+    /// scan yields an error. The pipeline starts when DataFusion first polls the scan, and
+    /// stops, as any pipeline's output does, when DataFusion drops it (a `LIMIT` reached, a
+    /// cancelled query). Fails when the SQL does not plan.
+    pub fn into_table(self) -> Result<Arc<dyn datafusion_catalog::TableProvider>> {
+        let partition: Arc<dyn PartitionStream> = Arc::new(self.into_partition()?);
+        let schema = Arc::clone(partition.schema());
+        let table = datafusion_catalog::streaming::StreamingTable::try_new(schema, vec![partition])
+            .map_err(|err| Error::Schema {
+                location: "DataFusion table".to_owned(),
+                message: err.to_string(),
+            })?;
+        Ok(Arc::new(table))
+    }
+
+    /// The pipeline as one DataFusion partition stream, for a DataFusion plan of one's own;
+    /// it can be executed once.
+    pub fn into_partition(self) -> Result<OncePartition> {
+        Ok(OncePartition {
+            schema: self.output_schema()?,
+            pipeline: std::sync::Mutex::new(Some(self)),
+        })
+    }
+
     /// Starts the stages and returns their output as a stream of batches.
     ///
     /// Fails at once when the SQL does not plan against the source's schema. Dropping the
@@ -709,6 +754,53 @@ impl Batches {
     /// run.
     pub fn into_datafusion(self) -> SendableRecordBatchStream {
         Box::pin(DataFusionBatches { batches: self })
+    }
+}
+
+/// A [`Pipeline`] as a DataFusion [`PartitionStream`] that can be executed once.
+pub struct OncePartition {
+    schema: SchemaRef,
+    pipeline: std::sync::Mutex<Option<Pipeline>>,
+}
+
+impl std::fmt::Debug for OncePartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OncePartition")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionStream for OncePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _context: Arc<datafusion_execution::TaskContext>,
+    ) -> SendableRecordBatchStream {
+        let pipeline = self
+            .pipeline
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        let started = match pipeline {
+            Some(pipeline) => pipeline
+                .into_stream()
+                .map_err(|err| DataFusionError::External(Box::new(err))),
+            None => Err(DataFusionError::Execution(
+                "an aqueduct pipeline reads its source once: this table was scanned already"
+                    .to_owned(),
+            )),
+        };
+        match started {
+            Ok(batches) => batches.into_datafusion(),
+            Err(err) => Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&self.schema),
+                futures::stream::once(async move { Err(err) }),
+            )),
+        }
     }
 }
 

@@ -556,8 +556,8 @@ async fn datafusion_streams_plug_in_on_both_sides() {
 #[tokio::test]
 async fn cancelling_stops_a_source_that_waits_on_a_stream_that_never_yields() {
     let token = CancellationToken::new();
-    let pipeline = Pipeline::from_stream(id_schema(), futures::stream::pending())
-        .cancel_token(token.clone());
+    let pipeline =
+        Pipeline::from_stream(id_schema(), futures::stream::pending()).cancel_token(token.clone());
     let stages = pipeline.stages();
     let mut stream = pipeline.into_stream().unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -568,4 +568,48 @@ async fn cancelling_stops_a_source_that_waits_on_a_stream_that_never_yields() {
     assert!(matches!(ended, Some(Err(Error::Cancelled))), "{ended:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(stages.running(), 0, "the source thread has ended");
+}
+
+#[tokio::test]
+async fn a_pipeline_is_a_datafusion_table_scanned_once() {
+    use datafusion_physical_plan::ExecutionPlan;
+    use datafusion_physical_plan::streaming::{PartitionStream, StreamingTableExec};
+
+    let pipeline = || {
+        Pipeline::new(RowSource::new(order_schema(), orders(1_000), 100).unwrap())
+            .filter("customer = 'c2'")
+            .select("id, amount")
+    };
+    let table = pipeline().into_table().unwrap();
+    let fields: Vec<String> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| field.name().clone())
+        .collect();
+    assert_eq!(fields, ["id", "amount"]);
+
+    // What DataFusion's scan of the table runs: an executor over the partition, with a
+    // projection to the first column.
+    let partition: Arc<dyn PartitionStream> = Arc::new(pipeline().into_partition().unwrap());
+    let schema = Arc::clone(partition.schema());
+    let plan =
+        StreamingTableExec::try_new(schema, vec![partition], Some(&vec![0]), [], false, None)
+            .unwrap();
+    let context = Arc::new(datafusion_execution::TaskContext::default());
+    let mut stream = plan.execute(0, Arc::clone(&context)).unwrap();
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.unwrap());
+    }
+    assert_eq!(batches[0].num_columns(), 1);
+    let expected: Vec<i64> = (0..1_000).filter(|id| id % 7 == 2).collect();
+    assert_eq!(ids(&batches, 0), expected);
+
+    let mut again = plan.execute(0, context).unwrap();
+    let second = again.next().await.unwrap();
+    assert!(
+        second.unwrap_err().to_string().contains("scanned already"),
+        "a second scan is an error"
+    );
 }
