@@ -297,6 +297,16 @@ async fn a_writer_that_goes_away_stops_the_source() {
     );
 }
 
+/// The first id of a batch whose first column is the ids.
+fn first_id(batch: &RecordBatch) -> i64 {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
 fn id_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]))
 }
@@ -326,12 +336,7 @@ async fn an_ordered_parallel_map_runs_concurrently_and_keeps_input_order() {
         .map_ordered(4, id_schema(), move |batch| {
             let now = active_in.fetch_add(1, Ordering::SeqCst) + 1;
             most_in.fetch_max(now, Ordering::SeqCst);
-            let first = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .value(0);
+            let first = first_id(&batch);
             // Uneven work, so that later batches often finish before earlier ones.
             std::thread::sleep(Duration::from_millis((first as u64 * 7919) % 13));
             active_in.fetch_sub(1, Ordering::SeqCst);
@@ -359,12 +364,7 @@ async fn a_slow_head_batch_holds_the_others_back() {
     let (source, made) = endless();
     let mut stream = Pipeline::new(source)
         .map_ordered(4, id_schema(), |batch| {
-            let first = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .value(0);
+            let first = first_id(&batch);
             if first == 0 {
                 std::thread::sleep(Duration::from_millis(800));
             }
@@ -383,14 +383,7 @@ async fn a_slow_head_batch_holds_the_others_back() {
     let mut firsts = Vec::new();
     for _ in 0..20 {
         let batch = stream.next().await.unwrap().unwrap();
-        firsts.push(
-            batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .value(0),
-        );
+        firsts.push(first_id(&batch));
     }
     assert_eq!(
         firsts,
@@ -403,12 +396,7 @@ async fn a_panic_in_the_map_is_an_error_of_the_run() {
     let (source, _) = endless();
     let mut stream = Pipeline::new(source)
         .map_ordered(3, id_schema(), |batch| {
-            let first = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .value(0);
+            let first = first_id(&batch);
             assert!(first != 300, "batch at 300 is bad");
             Ok(batch)
         })
@@ -416,12 +404,7 @@ async fn a_panic_in_the_map_is_an_error_of_the_run() {
         .unwrap();
     for expected in [0, 100, 200] {
         let batch = stream.next().await.unwrap().unwrap();
-        let first = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap()
-            .value(0);
+        let first = first_id(&batch);
         assert_eq!(first, expected);
     }
     match stream.next().await {
