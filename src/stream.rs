@@ -10,9 +10,12 @@
 //! [`Pipeline`] runs its stages on threads of its own, joined by queues of
 //! [`DEFAULT_QUEUE_BATCHES`] batches, so it needs no async runtime for a blocking reader, and
 //! a slow consumer stalls the source: at most `2 * queue_batches + 3` batches exist at once,
-//! whatever the input's length. Dropping the output ([`Batches`] or the future of
-//! [`Pipeline::write_to`]) cancels the run: the source thread stops before its next batch.
-//! A source blocked inside a read stops when that read returns.
+//! whatever the input's length. Dropping the output ([`Batches`], [`ByteStream`] or the
+//! future of [`Pipeline::write_to`]) cancels the run, and so does cancelling the token of
+//! [`Pipeline::cancel_token`]: every stage stops before its next batch, a source waiting on
+//! an async stream stops waiting, and the output ends at once with [`Error::Cancelled`]. A
+//! source inside a blocking read (a pipe that sends nothing) lets go of what it holds when
+//! that read returns.
 
 use std::future::Future;
 use std::io::Write;
@@ -458,7 +461,7 @@ impl Pipeline {
         Ok(Batches {
             schema,
             receiver: transformed,
-            _cancel_on_drop: guard,
+            cancel: guard,
         })
     }
 
@@ -585,12 +588,12 @@ impl Pipeline {
         Ok(ByteStream {
             chunks,
             rows,
-            _cancel_on_drop: guard,
+            cancel: guard,
         })
     }
 
     /// Plans the transforms and starts the source and transform threads.
-    fn start(self) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>, DropGuard)> {
+    fn start(self) -> Result<(SchemaRef, mpsc::Receiver<Result<RecordBatch>>, CancelGuard)> {
         let Pipeline {
             source,
             name,
@@ -692,7 +695,7 @@ impl Pipeline {
         if let Some((every, callback)) = on_progress {
             report_progress(Arc::clone(&stages), every, callback);
         }
-        Ok((schema, upstream, guard))
+        Ok((schema, upstream, CancelGuard::new(cancel, guard)))
     }
 }
 
@@ -740,7 +743,7 @@ fn spawn_async_stage(
 pub struct Batches {
     schema: SchemaRef,
     receiver: mpsc::Receiver<Result<RecordBatch>>,
-    _cancel_on_drop: DropGuard,
+    cancel: CancelGuard,
 }
 
 impl Batches {
@@ -828,8 +831,11 @@ impl datafusion_execution::RecordBatchStream for DataFusionBatches {
 impl Stream for Batches {
     type Item = Result<RecordBatch>;
 
+    /// The next batch; once the run is cancelled, [`Error::Cancelled`] at once, even while
+    /// a stage is still inside a blocking read, and then the end.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver.poll_recv(cx)
+        let this = &mut *self;
+        this.cancel.poll_next(&mut this.receiver, cx)
     }
 }
 
@@ -842,9 +848,7 @@ impl Iterator for BatchReader {
     type Item = std::result::Result<RecordBatch, ArrowError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.batches
-            .receiver
-            .blocking_recv()
+        futures::executor::block_on(self.batches.next())
             .map(|batch| batch.map_err(|err| ArrowError::ExternalError(Box::new(err))))
     }
 }
@@ -852,6 +856,48 @@ impl Iterator for BatchReader {
 impl RecordBatchReader for BatchReader {
     fn schema(&self) -> SchemaRef {
         self.batches.schema()
+    }
+}
+
+/// Cancels the run when the output is dropped, and ends the output as soon as the run is
+/// cancelled, whatever its stages are doing.
+struct CancelGuard {
+    cancelled: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+    _on_drop: DropGuard,
+}
+
+impl CancelGuard {
+    fn new(token: CancellationToken, on_drop: DropGuard) -> Self {
+        CancelGuard {
+            cancelled: Box::pin(token.cancelled_owned()),
+            ended: false,
+            _on_drop: on_drop,
+        }
+    }
+
+    /// What comes out of `queue` next, unless the run was cancelled first.
+    fn poll_next<T>(
+        &mut self,
+        queue: &mut mpsc::Receiver<Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<T>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = queue.poll_recv(cx) {
+            if matches!(item, None | Some(Err(_))) {
+                self.ended = true;
+            }
+            return Poll::Ready(item);
+        }
+        match self.cancelled.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Error::Cancelled)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -878,7 +924,7 @@ impl Write for ChannelWriter {
 pub struct ByteStream {
     chunks: mpsc::Receiver<Result<Vec<u8>>>,
     rows: Arc<AtomicU64>,
-    _cancel_on_drop: DropGuard,
+    cancel: CancelGuard,
 }
 
 impl ByteStream {
@@ -891,7 +937,10 @@ impl ByteStream {
 impl Stream for ByteStream {
     type Item = Result<Vec<u8>>;
 
+    /// The next chunk; once the run is cancelled, [`Error::Cancelled`] at once, and then
+    /// the end.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.chunks.poll_recv(cx)
+        let this = &mut *self;
+        this.cancel.poll_next(&mut this.chunks, cx)
     }
 }

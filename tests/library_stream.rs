@@ -596,3 +596,37 @@ async fn a_pipeline_is_a_datafusion_table_scanned_once() {
         "a second scan is an error"
     );
 }
+
+/// A source stuck in a blocking read that takes `stuck` to return.
+struct Stuck {
+    stuck: Duration,
+}
+
+impl BatchSource for Stuck {
+    fn schema(&self) -> SchemaRef {
+        id_schema()
+    }
+
+    fn next_batch(&mut self) -> aqueduct::Result<Option<RecordBatch>> {
+        std::thread::sleep(self.stuck);
+        Ok(None)
+    }
+}
+
+#[tokio::test]
+async fn the_output_ends_at_once_on_cancel_while_the_source_is_inside_a_blocking_read() {
+    let token = CancellationToken::new();
+    let mut stream = Pipeline::new(Stuck {
+        stuck: Duration::from_secs(3),
+    })
+    .cancel_token(token.clone())
+    .into_stream()
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cancelled_at = std::time::Instant::now();
+    token.cancel();
+    let ended = stream.next().await;
+    assert!(matches!(ended, Some(Err(Error::Cancelled))), "{ended:?}");
+    assert!(cancelled_at.elapsed() < Duration::from_millis(500));
+    assert!(stream.next().await.is_none());
+}
