@@ -54,7 +54,10 @@ use crate::transform::{PlannedTransform, Transform};
 /// A source that pulls batches from an async stream, from the source's thread.
 ///
 /// Streams that need a tokio runtime (DataFusion's among them) are polled inside the runtime
-/// that was current when the source was made.
+/// that was current when the source was made. On a current-thread runtime, only the thread
+/// inside `Runtime::block_on` drives tokio's IO and timers, so a stream that waits on sockets
+/// or timers should come from a multi-thread runtime (the default of `#[tokio::main]`).
+/// Without a runtime, the stream is polled with `futures`' executor.
 pub struct StreamSource {
     schema: SchemaRef,
     stream: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>,
