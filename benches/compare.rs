@@ -233,11 +233,7 @@ fn main() {
     let binary = env!("CARGO_BIN_EXE_aqueduct");
     let size =
         parse_size(&std::env::var("AQUEDUCT_COMPARE_SIZE").unwrap_or_else(|_| "1GB".to_owned()));
-    let runs: usize = std::env::var("AQUEDUCT_BENCH_RUNS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let runs = common::runs();
     let python = peers_python();
     let folder: PathBuf = common::data_folder().join(format!("{}MB", size / 1_000_000));
     generate(binary, &folder, size);

@@ -119,11 +119,7 @@ fn main() {
         .split(',')
         .map(parse_size)
         .collect();
-    let runs: usize = std::env::var("AQUEDUCT_BENCH_RUNS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let runs = common::runs();
 
     println!(
         "{:<28} {:>9} {:>8} {:>8} {:>12} {:>9} {:>9}",

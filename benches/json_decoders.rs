@@ -67,11 +67,7 @@ fn main() {
     let binary = env!("CARGO_BIN_EXE_aqueduct");
     let folder = common::data_folder().join("100MB");
     common::generate(binary, &folder, 100_000_000);
-    let runs: usize = std::env::var("AQUEDUCT_BENCH_RUNS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let runs = common::runs();
     println!(
         "{:<14} {:>24} {:>24}",
         "input", "arrow-json to batches", "simd-json to its tape"

@@ -218,3 +218,12 @@ fn describe_field(column: Option<&str>, value: Option<&str>) -> String {
     }
     text
 }
+
+/// The text a panic carried, for an error that takes its place.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}

@@ -54,7 +54,10 @@
 //!     Field::new("sensor", DataType::Utf8, false),
 //!     Field::new("celsius", DataType::Float64, false),
 //! ]));
-//! let readings = (0..1000).map(|i| Reading { sensor: format!("s{}", i % 3), celsius: i as f64 / 10.0 });
+//! let readings = (0..1000).map(|i| Reading {
+//!     sensor: format!("s{}", i % 3),
+//!     celsius: i as f64 / 10.0,
+//! });
 //! let batches: Vec<_> = Pipeline::new(RowSource::new(schema, readings, 256)?)
 //!     .filter("sensor = 's1' AND celsius > 50")
 //!     .select("celsius * 9 / 5 + 32 AS fahrenheit")
@@ -87,7 +90,10 @@
 //! while let Some(chunk) = body.next().await {
 //!     text.extend(chunk?);
 //! }
-//! assert_eq!(String::from_utf8(text).unwrap(), "{\"id\":2,\"amount\":99.0}\n{\"id\":3,\"amount\":250.0}\n");
+//! assert_eq!(
+//!     String::from_utf8(text).unwrap(),
+//!     "{\"id\":2,\"amount\":99.0}\n{\"id\":3,\"amount\":250.0}\n"
+//! );
 //! # Ok::<(), aqueduct::Error>(())
 //! # }).unwrap();
 //! ```

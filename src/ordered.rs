@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 use crate::stats::{StageCounters, StageGuard};
 use crate::transform::PlannedTransform;
 
@@ -163,13 +163,11 @@ fn spawn_worker(
                 let started = Instant::now();
                 let result = catch_unwind(AssertUnwindSafe(|| transform.apply(batch)))
                     .unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|text| (*text).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "no message".to_owned());
                         Err(Error::Map {
-                            message: format!("the map function panicked: {message}"),
+                            message: format!(
+                                "the map function panicked: {}",
+                                panic_message(panic.as_ref())
+                            ),
                         })
                     });
                 counters.add_busy(started.elapsed());

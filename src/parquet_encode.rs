@@ -8,9 +8,11 @@
 //! encoding over threads by column, using parquet's own column writers:
 //!
 //! ```text
-//!                 +--> encoder 0: column writers of fields {0, 3, ...} --+
-//!   batch --------+                                                      +--> row group --> file writer thread
-//!   (the caller)  +--> encoder 1: column writers of fields {1, 2, ...} --+
+//!                +--> encoder 0: column writers of fields {0, 3, ...} --+
+//!   batch -------+                                                      +--> row group
+//!   (the caller) +--> encoder 1: column writers of fields {1, 2, ...} --+    |
+//!                                                                             v
+//!                                                                 file writer thread
 //! ```
 //!
 //! Every encoder gets every batch (arrays are shared, not copied) and encodes only the fields
@@ -388,7 +390,7 @@ fn spawn_encoder(index: usize, schema: SchemaRef) -> Result<Encoder> {
                 Ok(Err(err)) => err,
                 Err(panic) => ParquetError::General(format!(
                     "Parquet encoding panicked: {}",
-                    panic_message(panic.as_ref())
+                    crate::error::panic_message(panic.as_ref())
                 )),
             };
             let _ = reply.send(Err(failure));
@@ -452,14 +454,6 @@ fn encode_columns(
         }
     }
     Ok(())
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 #[cfg(test)]

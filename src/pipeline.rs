@@ -28,7 +28,7 @@ use crate::format::{CsvOptions, Format, Location};
 use crate::rejects::{ErrorLimit, OnError, Policy, RejectSink, Rejected, RejectsFile};
 use crate::sink::{BatchSink, ParquetCompression, SinkOptions, open_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
-use crate::stats::{ProgressCallback, StageGuard, StageStats, Stages, report_progress};
+use crate::stats::{OnProgress, StageGuard, StageStats, Stages};
 use crate::transform::{PlannedTransform, Transform};
 
 /// Default number of batches each queue between stages holds.
@@ -237,21 +237,6 @@ pub struct Convert {
     threads: Option<usize>,
     stages: Arc<Stages>,
     on_progress: Option<OnProgress>,
-}
-
-/// A progress callback and how often to call it.
-#[derive(Clone)]
-struct OnProgress {
-    every: Duration,
-    callback: ProgressCallback,
-}
-
-impl std::fmt::Debug for OnProgress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnProgress")
-            .field("every", &self.every)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Convert {
@@ -467,10 +452,7 @@ impl Convert {
         every: Duration,
         callback: impl Fn(&[StageStats]) + Send + Sync + 'static,
     ) -> Self {
-        self.on_progress = Some(OnProgress {
-            every,
-            callback: Arc::new(callback),
-        });
+        self.on_progress = Some(OnProgress::new(every, callback));
         self
     }
 
@@ -540,11 +522,7 @@ impl Convert {
             })
         };
         if let Some(on_progress) = &self.on_progress {
-            report_progress(
-                Arc::clone(&stages),
-                on_progress.every,
-                Arc::clone(&on_progress.callback),
-            );
+            on_progress.start(Arc::clone(&stages));
         }
 
         let encoded = until_cancelled(&cancel, async { encode.await.map_err(stage_failed)? }).await;

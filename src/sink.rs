@@ -5,7 +5,8 @@
 //!         ==> writing thread: count bytes --> temporary file beside the destination | stdout
 //! ```
 //!
-//! Full buffers are written out by a thread of their own: on the machine of
+//! Full buffers are written out by a thread of their own (or, for a
+//! [`ByteStream`](crate::ByteStream), handed to its consumer as they are): on the machine of
 //! `benches/README.md`, copying a gigabyte of CSV into the page cache took about 30% of a
 //! Parquet-to-CSV run's CPU time, which now overlaps with encoding instead of following it.
 //!
@@ -236,6 +237,29 @@ pub fn open_writer_sink(
     )
 }
 
+/// A sink whose encoded bytes go, in chunks of up to [`WRITE_BUFFER_BYTES`], straight into
+/// `chunks`: no writing thread and no copy between the encoder's buffer and the consumer.
+/// The encoder waits while the queue is full.
+pub(crate) fn open_chunk_sink(
+    chunks: ChunkSender,
+    name: String,
+    format: Format,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    bytes_written: Arc<AtomicU64>,
+) -> Result<Box<dyn BatchSink>> {
+    let buffered = BackgroundWriter::to_chunks(chunks, bytes_written);
+    encoder_over(
+        buffered,
+        name,
+        format,
+        StreamCompression::None,
+        schema,
+        options,
+        true,
+    )
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "the two public openers each pass their own mix"
@@ -255,6 +279,27 @@ fn sink_over(
         bytes_written,
     };
     let buffered = BackgroundWriter::new(counted).map_err(|err| Error::io(&name, err))?;
+    encoder_over(
+        buffered,
+        name,
+        format,
+        compression,
+        schema,
+        options,
+        ipc_stream,
+    )
+}
+
+/// The encoder of `format` over `buffered`, optionally compressed.
+fn encoder_over(
+    buffered: Buffered,
+    name: String,
+    format: Format,
+    compression: StreamCompression,
+    schema: &SchemaRef,
+    options: &SinkOptions,
+    ipc_stream: bool,
+) -> Result<Box<dyn BatchSink>> {
     let stream =
         CompressedWriter::new(buffered, compression).map_err(|err| Error::io(&name, err))?;
 
@@ -314,9 +359,27 @@ impl<W: Write> Write for CountingWriter<W> {
 
 type Output = CountingWriter<Box<dyn Write + Send>>;
 
-/// A buffered writer whose full buffers are written by another thread.
+/// A buffered writer that hands its full buffers on: to a thread that writes them, or, for
+/// [`open_chunk_sink`], as chunks to the consumer's queue.
 struct BackgroundWriter {
     buffer: Vec<u8>,
+    handoff: Handoff,
+}
+
+enum Handoff {
+    Thread(WritingThread),
+    /// The consumer owns each chunk it takes, so buffers are not reused.
+    Chunks {
+        chunks: ChunkSender,
+        bytes_written: Arc<AtomicU64>,
+    },
+}
+
+/// The queue of a [`ByteStream`](crate::ByteStream): encoded chunks or the run's error.
+pub(crate) type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<u8>>>;
+
+/// A thread that writes full buffers to the output and gives them back.
+struct WritingThread {
     full: Option<SyncSender<Vec<u8>>>,
     /// Buffers the thread has written, back for reuse.
     empty: Receiver<Vec<u8>>,
@@ -340,45 +403,85 @@ impl BackgroundWriter {
             })?;
         Ok(BackgroundWriter {
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
-            full: Some(full),
-            empty,
-            buffers: 1,
-            thread: Some(thread),
+            handoff: Handoff::Thread(WritingThread {
+                full: Some(full),
+                empty,
+                buffers: 1,
+                thread: Some(thread),
+            }),
         })
     }
 
-    /// Hands the buffer to the writing thread and takes an empty one, waiting for one to come
-    /// back once all [`WRITE_BUFFERS`] exist.
+    fn to_chunks(chunks: ChunkSender, bytes_written: Arc<AtomicU64>) -> Self {
+        BackgroundWriter {
+            buffer: Vec::with_capacity(WRITE_BUFFER_BYTES),
+            handoff: Handoff::Chunks {
+                chunks,
+                bytes_written,
+            },
+        }
+    }
+
+    /// Hands the buffer on and takes an empty one.
     fn hand_over(&mut self) -> io::Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        match &mut self.handoff {
+            Handoff::Thread(thread) => thread.hand_over(&mut self.buffer),
+            Handoff::Chunks {
+                chunks,
+                bytes_written,
+            } => {
+                let full =
+                    std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER_BYTES));
+                bytes_written.fetch_add(full.len() as u64, Ordering::Relaxed);
+                chunks
+                    .blocking_send(Ok(full))
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader has gone"))
+            }
+        }
+    }
+
+    /// Writes what is left; with a writing thread, waits for it and returns its error.
+    fn finish(mut self) -> io::Result<()> {
+        self.hand_over()?;
+        match &mut self.handoff {
+            Handoff::Thread(thread) => thread.finish(),
+            Handoff::Chunks { .. } => Ok(()),
+        }
+    }
+}
+
+impl WritingThread {
+    /// Sends `buffer` to the thread and puts an empty one in its place, waiting for one to
+    /// come back once all [`WRITE_BUFFERS`] exist.
+    fn hand_over(&mut self, buffer: &mut Vec<u8>) -> io::Result<()> {
         let next = match self.empty.try_recv() {
-            Ok(buffer) => buffer,
+            Ok(empty) => empty,
             Err(_) if self.buffers < WRITE_BUFFERS => {
                 self.buffers += 1;
                 Vec::with_capacity(WRITE_BUFFER_BYTES)
             }
             Err(_) => Vec::new(),
         };
-        let full = std::mem::replace(&mut self.buffer, next);
+        let full = std::mem::replace(buffer, next);
         let sent = self.full.as_ref().map(|sender| sender.send(full));
         if !matches!(sent, Some(Ok(()))) {
             return Err(self.stop());
         }
-        if self.buffer.capacity() == 0 {
+        if buffer.capacity() == 0 {
             // All buffers were out: the thread gives one back once it has written it.
             match self.empty.recv() {
-                Ok(buffer) => self.buffer = buffer,
+                Ok(empty) => *buffer = empty,
                 Err(_) => return Err(self.stop()),
             }
         }
         Ok(())
     }
 
-    /// Writes what is left, waits for the thread and returns its error, if any.
-    fn finish(mut self) -> io::Result<()> {
-        self.hand_over()?;
+    /// Waits for the thread to write everything and returns its error, if any.
+    fn finish(&mut self) -> io::Result<()> {
         drop(self.full.take());
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -406,8 +509,8 @@ impl Write for BackgroundWriter {
         Ok(buf.len())
     }
 
-    /// Hands what is buffered to the writing thread, without waiting for it to be written:
-    /// output to a pipe keeps moving, and [`BackgroundWriter::finish`] waits for the end.
+    /// Hands what is buffered on, without waiting for it to be written: output to a pipe
+    /// keeps moving, and [`BackgroundWriter::finish`] waits for the end.
     fn flush(&mut self) -> io::Result<()> {
         self.hand_over()
     }

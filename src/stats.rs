@@ -140,9 +140,41 @@ impl Drop for StageGuard {
 /// A callback that receives every stage's figures.
 pub type ProgressCallback = Arc<dyn Fn(&[StageStats]) + Send + Sync>;
 
+/// A progress callback and how often to call it.
+#[derive(Clone)]
+pub(crate) struct OnProgress {
+    every: Duration,
+    callback: ProgressCallback,
+}
+
+impl std::fmt::Debug for OnProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnProgress")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnProgress {
+    pub(crate) fn new(
+        every: Duration,
+        callback: impl Fn(&[StageStats]) + Send + Sync + 'static,
+    ) -> Self {
+        OnProgress {
+            every,
+            callback: Arc::new(callback),
+        }
+    }
+
+    /// Starts calling back about `stages`, on a thread of its own.
+    pub(crate) fn start(&self, stages: Arc<Stages>) {
+        report_progress(stages, self.every, Arc::clone(&self.callback));
+    }
+}
+
 /// Calls `callback` every `every` while stages run, and once more when they have all
 /// ended.
-pub(crate) fn report_progress(stages: Arc<Stages>, every: Duration, callback: ProgressCallback) {
+fn report_progress(stages: Arc<Stages>, every: Duration, callback: ProgressCallback) {
     let spawned = std::thread::Builder::new()
         .name("aqueduct-progress".into())
         .spawn(move || {

@@ -46,9 +46,9 @@ use crate::pipeline::{
     DEFAULT_QUEUE_BATCHES, Progress, decode_stage, plan_transforms, transform_stage,
 };
 use crate::rejects::{OnError, Policy};
-use crate::sink::{SinkOptions, open_writer_sink};
+use crate::sink::{SinkOptions, open_chunk_sink, open_writer_sink};
 use crate::source::{BatchSource, SourceOptions, open_source};
-use crate::stats::{ProgressCallback, StageGuard, StageStats, Stages, report_progress};
+use crate::stats::{OnProgress, StageGuard, StageStats, Stages};
 use crate::transform::{PlannedTransform, Transform};
 
 /// A source that pulls batches from an async stream, from the source's thread.
@@ -246,7 +246,7 @@ pub struct Pipeline {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     stages: Arc<Stages>,
-    on_progress: Option<(Duration, ProgressCallback)>,
+    on_progress: Option<OnProgress>,
 }
 
 impl Pipeline {
@@ -408,7 +408,7 @@ impl Pipeline {
         every: Duration,
         callback: impl Fn(&[StageStats]) + Send + Sync + 'static,
     ) -> Self {
-        self.on_progress = Some((every, Arc::new(callback)));
+        self.on_progress = Some(OnProgress::new(every, callback));
         self
     }
 
@@ -551,10 +551,8 @@ impl Pipeline {
         let stage = self.stages.add("encode");
         let (schema, mut batches, guard) = self.start()?;
         let (chunks_tx, chunks) = mpsc::channel::<Result<Vec<u8>>>(2);
-        let mut sink = open_writer_sink(
-            Box::new(ChannelWriter {
-                chunks: chunks_tx.clone(),
-            }),
+        let mut sink = open_chunk_sink(
+            chunks_tx.clone(),
             "output".to_owned(),
             format,
             &schema,
@@ -695,8 +693,8 @@ impl Pipeline {
             )?;
         }
         flush(&mut segment, &mut upstream)?;
-        if let Some((every, callback)) = on_progress {
-            report_progress(Arc::clone(&stages), every, callback);
+        if let Some(on_progress) = on_progress {
+            on_progress.start(Arc::clone(&stages));
         }
         Ok((schema, upstream, CancelGuard::new(cancel, guard)))
     }
@@ -901,25 +899,6 @@ impl CancelGuard {
             }
             Poll::Pending => Poll::Pending,
         }
-    }
-}
-
-/// Hands encoded bytes to a [`ByteStream`] through a bounded queue: the encoder waits while
-/// the queue is full, which is the backpressure of [`Pipeline::into_bytes`].
-struct ChannelWriter {
-    chunks: mpsc::Sender<Result<Vec<u8>>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.chunks.blocking_send(Ok(buf.to_vec())).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader has gone")
-        })?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

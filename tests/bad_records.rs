@@ -154,15 +154,17 @@ fn rejects_file_holds_exactly_the_bad_lines_and_the_counts_add_up() {
 fn raw_records_are_kept_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let rejects = dir.path().join("rejects.jsonl");
-    let input = data("invalid/invalid_utf8.csv");
-    aqueduct_ok(&[
-        "convert",
-        input.to_str().unwrap(),
-        dir.path().join("out.csv").to_str().unwrap(),
-        "--rejects",
-        rejects.to_str().unwrap(),
-    ]);
-    let rejected = read_json_lines(&rejects);
+    let rejected_from = |input: &str| {
+        aqueduct_ok(&[
+            "convert",
+            data(input).to_str().unwrap(),
+            dir.path().join("out.csv").to_str().unwrap(),
+            "--rejects",
+            rejects.to_str().unwrap(),
+        ]);
+        read_json_lines(&rejects)
+    };
+    let rejected = rejected_from("invalid/invalid_utf8.csv");
     let bytes: Vec<u8> = rejected[0]["record_bytes"]
         .as_array()
         .unwrap()
@@ -171,15 +173,7 @@ fn raw_records_are_kept_exactly() {
         .collect();
     assert_eq!(bytes, b"2,bad\xff\xfebytes");
 
-    let unclosed = data("invalid/unclosed_quote.csv");
-    aqueduct_ok(&[
-        "convert",
-        unclosed.to_str().unwrap(),
-        dir.path().join("out.csv").to_str().unwrap(),
-        "--rejects",
-        rejects.to_str().unwrap(),
-    ]);
-    let rejected = read_json_lines(&rejects);
+    let rejected = rejected_from("invalid/unclosed_quote.csv");
     assert_eq!(rejected[0]["record"], "3,\"never closed,c\n4,1.0,d\n");
     assert_eq!(rejected[0]["offset"], 31);
 }

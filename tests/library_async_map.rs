@@ -1,16 +1,19 @@
 //! The async map against a flaky dependency: retries, timeouts, fatal errors, bounded
 //! concurrency, order, and the circuit breaker while the dependency is down.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aqueduct::arrow::array::{Array, Int64Array, RecordBatch};
+use aqueduct::arrow::array::RecordBatch;
 use aqueduct::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use aqueduct::async_map::{AsyncMapOptions, CallError, CircuitBreaker};
 use aqueduct::stream::{Pipeline, RowSource};
 use aqueduct::{Batches, Error};
+use common::first_id;
 use futures::{StreamExt, TryStreamExt};
 
 fn schema() -> SchemaRef {
@@ -33,15 +36,6 @@ where
         .map_async(schema(), options, call)
         .into_stream()
         .unwrap()
-}
-
-fn first_id(batch: &RecordBatch) -> i64 {
-    batch
-        .column(0)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0)
 }
 
 fn quick_retries() -> AsyncMapOptions {

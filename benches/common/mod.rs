@@ -50,6 +50,15 @@ pub fn measure(program: &str, args: &[&str]) -> Measured {
     }
 }
 
+/// Runs per measurement: `$AQUEDUCT_BENCH_RUNS`, at least one, 3 unless set.
+pub fn runs() -> usize {
+    std::env::var("AQUEDUCT_BENCH_RUNS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
 /// `100MB`, `1GB` or a plain byte count.
 pub fn parse_size(text: &str) -> u64 {
     let text = text.trim().to_ascii_uppercase();

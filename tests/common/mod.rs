@@ -99,6 +99,16 @@ pub fn read_json_lines(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The first value of a batch whose first column is Int64 ids.
+pub fn first_id(batch: &RecordBatch) -> i64 {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
 /// The names of the files in `dir`.
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
